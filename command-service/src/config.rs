@@ -1,0 +1,73 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chronicle_schema::commands::Secret;
+
+/// command-service configuration, from the environment (or flags). The
+/// defaults match what `./dev up` runs locally.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "command-service", version, about = "Chronicle's write side")]
+pub struct Config {
+    /// Address of the internal command API.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    pub http_addr: SocketAddr,
+
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://chronicle:chronicle@127.0.0.1:5432/chronicle"
+    )]
+    pub database_url: String,
+
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "chronicle.events")]
+    pub kafka_topic: String,
+
+    /// Partitions of the topic when this service creates it.
+    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
+    pub kafka_topic_partitions: i32,
+
+    /// Secret that signs access tokens (HS256); shared with query-service.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Secret,
+
+    /// Credential query-service presents on every command (X-Service-Token).
+    #[arg(long, env = "COMMAND_API_TOKEN", hide_env_values = true)]
+    pub command_api_token: Secret,
+
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900)]
+    pub access_token_ttl_seconds: u64,
+
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_seconds: u64,
+
+    /// How long an Idempotency-Key remembers its first outcome.
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECONDS", default_value_t = 24 * 3600)]
+    pub idempotency_key_ttl_seconds: u64,
+
+    /// Run the outbox relay in this process (one instance holds the lock; others stand by).
+    #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_enabled: bool,
+
+    /// Largest number of events the relay reads and publishes at once.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub relay_batch_size: i64,
+
+    /// Failed logins per account, or per client, before RATE_LIMITED.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: i64,
+
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECONDS", default_value_t = 900)]
+    pub login_failure_window_seconds: u64,
+}
+
+impl Config {
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_seconds)
+    }
+}

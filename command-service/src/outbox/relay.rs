@@ -1,0 +1,277 @@
+//! Publishing committed events to Kafka, none lost, none phantom, in order.
+//!
+//! The events table is the outbox. Positions come from a sequence, and
+//! sequences commit out of order: reading `position > last` could pass over an
+//! event whose transaction commits late, and lose it. So the relay reads only
+//! rows whose transaction id is older than every transaction still running
+//! (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`): all of those
+//! have finished, so no earlier row can still appear. It reads them in
+//! (transaction_id, position) order and keeps that pair as its cursor.
+//!
+//! Per-stream order holds because an append is its transaction's first write
+//! (a transaction id is assigned at the first write): the transaction that
+//! appends version n+1 read version n committed, so it got its id after
+//! version n's transaction did.
+//!
+//! One relay is active at a time: it holds a session advisory lock on its own
+//! connection, and others stand by. Delivery is at-least-once (a crash between
+//! publishing and saving the cursor republishes); the idempotent producer keeps
+//! retries from reordering a partition, and consumers skip versions they have.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronicle_schema::events::StoredEventRow;
+use chronicle_schema::{RecordedEvent, bus};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Key of the advisory lock that elects the active relay ("CHRONICL").
+const RELAY_LOCK_KEY: i64 = 0x4348_524F_4E49_434C;
+const RELAY_NAME: &str = "main";
+/// When idle, look for newly safe events this often (another instance's
+/// commits, or an old transaction ending, wake no one here).
+const IDLE_POLL: Duration = Duration::from_millis(50);
+const STANDBY_POLL: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct RelaySettings {
+    pub database: PgConnectOptions,
+    pub brokers: String,
+    pub topic: String,
+    pub batch_size: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("stored event: {0}")]
+    Decode(#[from] chronicle_schema::events::DecodeError),
+}
+
+/// The relay's position: everything at or before it is on Kafka.
+#[derive(Clone, Debug, PartialEq)]
+struct Cursor {
+    transaction_id: String,
+    position: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct RelayRow {
+    transaction_id: String,
+    #[sqlx(flatten)]
+    event: StoredEventRow,
+}
+
+pub struct Relay {
+    settings: RelaySettings,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    pub fn new(settings: RelaySettings, wake: Arc<Notify>) -> Relay {
+        Relay { settings, wake }
+    }
+
+    /// Runs until `shutdown`: stands by, leads while it holds the lock, and
+    /// starts over (with backoff) after any database or Kafka failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => break,
+                Err(error) => {
+                    metrics::gauge!("chronicle_relay_active").set(0.0);
+                    metrics::counter!("chronicle_relay_failures_total").increment(1);
+                    tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed; starting over");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        metrics::gauge!("chronicle_relay_active").set(0.0);
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        let mut connection = self.settings.database.connect().await?;
+        while !try_lock(&mut connection).await? {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(STANDBY_POLL) => {}
+            }
+        }
+        tracing::info!("outbox relay is active");
+        metrics::gauge!("chronicle_relay_active").set(1.0);
+        let producer = producer(&self.settings.brokers)?;
+        let mut cursor = load_cursor(&mut connection).await?;
+
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let batch =
+                fetch_safe_batch(&mut connection, &cursor, self.settings.batch_size).await?;
+            let Some(last) = batch.last() else {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            };
+            let next = Cursor {
+                transaction_id: last.transaction_id.clone(),
+                position: last.event.position,
+            };
+            let events = batch
+                .into_iter()
+                .map(|row| RecordedEvent::try_from(row.event))
+                .collect::<Result<Vec<_>, _>>()?;
+            publish(&producer, &self.settings.topic, &events).await?;
+            save_cursor(&mut connection, &next, events.len()).await?;
+            metrics::counter!("chronicle_relay_published_total").increment(events.len() as u64);
+            cursor = next;
+        }
+    }
+}
+
+async fn try_lock(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_lock($1) AS "locked!""#,
+        RELAY_LOCK_KEY
+    )
+    .fetch_one(connection)
+    .await
+}
+
+async fn load_cursor(connection: &mut PgConnection) -> Result<Cursor, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT transaction_id::text AS "transaction_id!", position
+           FROM event_store.relay_cursor WHERE relay = $1"#,
+        RELAY_NAME
+    )
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map_or_else(
+        || Cursor {
+            transaction_id: "0".to_owned(),
+            position: 0,
+        },
+        |row| Cursor {
+            transaction_id: row.transaction_id,
+            position: row.position,
+        },
+    ))
+}
+
+/// The next committed events that no still-running transaction can precede.
+async fn fetch_safe_batch(
+    connection: &mut PgConnection,
+    cursor: &Cursor,
+    limit: i64,
+) -> Result<Vec<RelayRow>, sqlx::Error> {
+    // Not `query_as!`: the row flattens the shared event row type.
+    sqlx::query_as::<_, RelayRow>(
+        r#"SELECT transaction_id::text AS transaction_id,
+                  position, event_id, stream_id, stream_type, version, event_type,
+                  schema_version, payload, command_id, correlation_id, causation_id,
+                  actor_id, metadata, recorded_at
+           FROM event_store.events
+           WHERE (transaction_id, position) > ($1::text::xid8, $2)
+             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+           ORDER BY transaction_id, position
+           LIMIT $3"#,
+    )
+    .bind(&cursor.transaction_id)
+    .bind(cursor.position)
+    .bind(limit)
+    .fetch_all(connection)
+    .await
+}
+
+async fn save_cursor(
+    connection: &mut PgConnection,
+    cursor: &Cursor,
+    published: usize,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"INSERT INTO event_store.relay_cursor (relay, transaction_id, position, published_total, updated_at)
+           VALUES ($1, $2::text::xid8, $3, $4, now())
+           ON CONFLICT (relay) DO UPDATE
+             SET transaction_id = EXCLUDED.transaction_id,
+                 position = EXCLUDED.position,
+                 published_total = event_store.relay_cursor.published_total + EXCLUDED.published_total,
+                 updated_at = now()"#,
+        RELAY_NAME,
+        cursor.transaction_id,
+        cursor.position,
+        published as i64
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    chronicle_platform::kafka::client_config(brokers)
+        // Idempotence: broker-side de-duplication of retries, and no
+        // reordering within a partition with several requests in flight.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000")
+        .create()
+}
+
+/// Sends every event and waits until Kafka has acknowledged all of them.
+async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    events: &[RecordedEvent],
+) -> Result<(), RelayError> {
+    let mut deliveries = Vec::with_capacity(events.len());
+    for event in events {
+        let key = bus::key(event);
+        let value = bus::value(event);
+        let headers =
+            bus::headers(event)
+                .into_iter()
+                .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                    headers.insert(Header {
+                        key: name,
+                        value: Some(value.as_str()),
+                    })
+                });
+        let record = FutureRecord::to(topic)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(error, _)| RelayError::Kafka(error))?;
+        deliveries.push(delivery);
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(RelayError::Kafka(error)),
+            Err(_) => {
+                return Err(RelayError::Kafka(rdkafka::error::KafkaError::Canceled));
+            }
+        }
+    }
+    Ok(())
+}

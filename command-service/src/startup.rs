@@ -1,0 +1,198 @@
+//! Building and running the command-service (the same code in `main` and tests).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronicle_platform::access_token::AccessTokens;
+use chronicle_platform::database::{self, PoolSettings};
+use chronicle_platform::health::Health;
+use chronicle_platform::kafka;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{self, CommandServices};
+use crate::config::Config;
+use crate::http::{self, ApiState};
+use crate::outbox::{Relay, RelaySettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("could not bind {address}: {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] database::DatabaseError),
+    #[error("invalid DATABASE_URL: {0}")]
+    DatabaseUrl(sqlx::Error),
+}
+
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    pool: PgPool,
+    health: Health,
+    services: CommandServices,
+}
+
+impl Application {
+    /// Binds the port and prepares clients; nothing here waits for Postgres or
+    /// Kafka, so the service starts (not ready) while they are down.
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let pool = database::connect(
+            &config.database_url,
+            &PoolSettings {
+                max_connections: config.database_max_connections,
+                ..PoolSettings::default()
+            },
+        )?;
+        let listener = chronicle_platform::http::bind(config.http_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                address: config.http_addr,
+                source,
+            })?;
+        let health = {
+            let pool = pool.clone();
+            Health::new().with_check("postgres", move || {
+                let pool = pool.clone();
+                async move { database::ping(&pool).await }
+            })
+        };
+        let services = CommandServices {
+            pool: pool.clone(),
+            access_tokens: AccessTokens::new(config.jwt_secret.expose(), config.access_token_ttl()),
+            relay_wake: Arc::new(Notify::new()),
+            idempotency_ttl_seconds: config.idempotency_key_ttl_seconds,
+        };
+        Ok(Application {
+            config,
+            listener,
+            pool,
+            health,
+            services,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
+    }
+
+    /// Serves until `shutdown`; initialisation (migrations, topic) and the
+    /// relay run beside the server and retry until their dependencies answer.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let Application {
+            config,
+            listener,
+            pool,
+            health,
+            services,
+        } = self;
+        let database_options =
+            PgConnectOptions::from_str(&config.database_url).map_err(std::io::Error::other)?;
+        let background = tokio::spawn(run_background(
+            config.clone(),
+            database_options,
+            pool.clone(),
+            health.clone(),
+            services.relay_wake.clone(),
+            shutdown.clone(),
+        ));
+        let state = ApiState {
+            services,
+            service_token_digest: Arc::new(http::digest(config.command_api_token.expose())),
+        };
+        let served = chronicle_platform::http::serve(
+            listener,
+            http::router(state, &health),
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        // Let the relay finish its batch and save its cursor.
+        let _ = background.await;
+        pool.close().await;
+        tracing::info!("command-service stopped");
+        served
+    }
+}
+
+async fn run_background(
+    config: Config,
+    database_options: PgConnectOptions,
+    pool: PgPool,
+    health: Health,
+    relay_wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    if !initialise(&config, &shutdown).await {
+        return;
+    }
+    health.mark_started();
+    tracing::info!("command-service started");
+    let purge = tokio::spawn(purge_idempotency_keys(pool, shutdown.clone()));
+    if config.relay_enabled {
+        let relay = Relay::new(
+            RelaySettings {
+                database: database_options,
+                brokers: config.kafka_brokers.clone(),
+                topic: config.kafka_topic.clone(),
+                batch_size: config.relay_batch_size,
+            },
+            relay_wake,
+        );
+        relay.run(shutdown.clone()).await;
+    }
+    let _ = purge.await;
+}
+
+/// Migrations and the topic, retried until both succeed or shutdown.
+async fn initialise(config: &Config, shutdown: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            database::migrate(&config.database_url)
+                .await
+                .map_err(|error| error.to_string())?;
+            kafka::ensure_topic(
+                &config.kafka_brokers,
+                &config.kafka_topic,
+                config.kafka_topic_partitions,
+            )
+            .await
+            .map_err(|error| error.to_string())
+        };
+        match attempt.await {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(%error, retry_in = ?delay, "initialisation failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match commands::purge_expired_idempotency_keys(&pool).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+            Err(error) => tracing::warn!(%error, "could not purge idempotency keys"),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! What every Chronicle service runs on, written once: structured logs, health
+//! probes, Prometheus metrics, HTTP middleware, graceful shutdown, and the
+//! Postgres and Kafka clients configured the way the system needs them.
+
+pub mod access_token;
+pub mod database;
+pub mod health;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,157 @@
+//! Consuming the event bus in batches.
+//!
+//! Offsets are committed to Kafka only after the batch's transaction commits;
+//! a crash in between redelivers the batch, and the per-stream versions make
+//! the second application a no-op. Kafka's offsets are a hint, Postgres has
+//! the truth.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chronicle_schema::bus;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{self, Incoming};
+use crate::dead_letters::KafkaPosition;
+
+/// How long to wait for more messages once a batch has begun.
+const FILL_WAIT: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub batch_size: usize,
+}
+
+pub async fn run(settings: ConsumerSettings, pool: PgPool, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume(&settings, &pool, &shutdown).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "event consumer failed; starting over");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    tracing::info!("event consumer stopped");
+}
+
+fn create_consumer(
+    settings: &ConsumerSettings,
+) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    chronicle_platform::kafka::client_config(&settings.brokers)
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "10")
+        .set("enable.partition.eof", "false")
+        .create()
+}
+
+async fn consume(
+    settings: &ConsumerSettings,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let consumer = create_consumer(settings)?;
+    consumer.subscribe(&[settings.topic.as_str()])?;
+    tracing::info!(topic = %settings.topic, group = %settings.group, "consuming events");
+    loop {
+        let messages = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            batch = next_batch(&consumer, settings.batch_size) => batch?,
+        };
+        let batch: Vec<Incoming> = messages.iter().map(decode).collect();
+        // Infrastructure failures retry the same batch; shutdown abandons it
+        // uncommitted (it is redelivered to whoever consumes next).
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match apply::apply_batch(pool, &batch).await {
+                Ok(outcome) => {
+                    tracing::debug!(?outcome, "batch applied");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, size = batch.len(), "could not apply batch");
+                    metrics::counter!("chronicle_projector_batch_failures_total").increment(1);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        commit(&consumer, &settings.topic, &messages)?;
+    }
+}
+
+/// Waits for one message, then takes whatever else arrives right away.
+async fn next_batch(
+    consumer: &StreamConsumer,
+    batch_size: usize,
+) -> Result<Vec<OwnedMessage>, rdkafka::error::KafkaError> {
+    let mut messages = vec![consumer.recv().await?.detach()];
+    while messages.len() < batch_size {
+        match tokio::time::timeout(FILL_WAIT, consumer.recv()).await {
+            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Err(error)) => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok(messages)
+}
+
+fn decode(message: &OwnedMessage) -> Incoming {
+    let headers = message.headers();
+    let header = |name: &str| {
+        headers.and_then(|headers| {
+            headers
+                .iter()
+                .find(|header| header.key == name)
+                .and_then(|header| header.value)
+        })
+    };
+    match bus::decode(header, message.payload().unwrap_or_default()) {
+        Ok(event) => Incoming::Event(event),
+        Err(error) => Incoming::Undecodable {
+            at: KafkaPosition {
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+            error: error.to_string(),
+        },
+    }
+}
+
+fn commit(
+    consumer: &StreamConsumer,
+    topic: &str,
+    messages: &[OwnedMessage],
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut next_offsets: HashMap<i32, i64> = HashMap::new();
+    for message in messages {
+        let next = next_offsets.entry(message.partition()).or_insert(0);
+        *next = (*next).max(message.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in next_offsets {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&offsets, CommitMode::Async)
+}

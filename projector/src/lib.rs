@@ -1,0 +1,18 @@
+//! Chronicle's projector.
+//!
+//! It consumes the event bus (`consumer`) and applies each batch of events to
+//! the read models in one Postgres transaction (`apply`), skipping versions it
+//! has applied, filling any hole from the event store, and setting aside
+//! events a handler cannot apply (`dead_letters`). The read models' DDL and
+//! generations are managed by `read_models`; the handlers are in `projections`.
+
+pub mod apply;
+pub mod config;
+pub mod consumer;
+pub mod dead_letters;
+pub mod projections;
+pub mod read_models;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::Application;

@@ -1,0 +1,79 @@
+//! The "read" schema: created from `schema/read_models.sql`, one generation at
+//! a time. A generation records the hash of the DDL it was built with, so a
+//! changed DDL is detected at start instead of failing queries later.
+
+use chronicle_schema::migrations::READ_MODEL_DDL;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+pub const PROJECTION: &str = "read_models";
+/// Serialises read-model bootstrap between projector instances.
+const BOOTSTRAP_LOCK_KEY: i64 = 0x5245_4144_4d4f_444c; // "READMODL"
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "the read models were built with another DDL (hash {built}, this build has {current}); \
+         rebuild them with `projector replay`"
+    )]
+    Stale { built: String, current: String },
+}
+
+pub fn ddl_hash() -> String {
+    Sha256::digest(READ_MODEL_DDL.as_bytes())
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Creates the live read models if there are none; checks their DDL if there are.
+pub async fn ensure(pool: &PgPool) -> Result<(), ReadModelError> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK_KEY)
+        .execute(&mut *transaction)
+        .await?;
+    let built = sqlx::query_scalar!(
+        "SELECT ddl_hash FROM projector.generations WHERE projection = $1",
+        PROJECTION
+    )
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let current = ddl_hash();
+    match built {
+        Some(built) if built == current => return Ok(()),
+        Some(built) => return Err(ReadModelError::Stale { built, current }),
+        None => {}
+    }
+    create_schema(&mut transaction, "read").await?;
+    sqlx::query!(
+        "INSERT INTO projector.generations (projection, generation, ddl_hash) VALUES ($1, 1, $2)",
+        PROJECTION,
+        current
+    )
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(ddl_hash = %ddl_hash(), "created the read models");
+    Ok(())
+}
+
+/// Creates `schema` and the read-model tables in it.
+async fn create_schema(
+    connection: &mut sqlx::PgConnection,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
+    // Identifiers cannot be bound as parameters; `schema` is one of ours, never input.
+    debug_assert!(schema.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA {schema}; SET LOCAL search_path = {schema}; {READ_MODEL_DDL}"
+    )))
+    .execute(&mut *connection)
+    .await?;
+    sqlx::raw_sql("SET LOCAL search_path = read")
+        .execute(connection)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chronicle_schema::commands::Secret;
+
+/// query-service configuration, from the environment (or flags). The defaults
+/// match what `./dev up` runs locally.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "query-service",
+    version,
+    about = "Chronicle's public GraphQL API"
+)]
+pub struct Config {
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://chronicle:chronicle@127.0.0.1:5432/chronicle"
+    )]
+    pub database_url: String,
+
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+
+    /// Base URL of the command-service's internal command API.
+    #[arg(
+        long,
+        env = "COMMAND_SERVICE_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub command_service_url: String,
+
+    /// Credential presented to the command-service (X-Service-Token).
+    #[arg(long, env = "COMMAND_API_TOKEN", hide_env_values = true)]
+    pub command_api_token: Secret,
+
+    /// Verifies access tokens; the same secret as the command-service's.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Secret,
+
+    /// Longest wait for a consistency token (X-Consistency-Token, mutation read-back).
+    #[arg(long, env = "CONSISTENCY_TIMEOUT_MS", default_value_t = 5000)]
+    pub consistency_timeout_ms: u64,
+
+    /// Timeout of each call to the command-service.
+    #[arg(long, env = "COMMAND_TIMEOUT_MS", default_value_t = 10_000)]
+    pub command_timeout_ms: u64,
+
+    /// Serve GraphiQL on GET /graphql for browsers.
+    #[arg(long, env = "GRAPHIQL_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphiql_enabled: bool,
+
+    #[arg(long, env = "INTROSPECTION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection_enabled: bool,
+}
+
+impl Config {
+    /// Tokens are only verified here; this value is not used to issue any.
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(900)
+    }
+
+    pub fn consistency_timeout(&self) -> Duration {
+        Duration::from_millis(self.consistency_timeout_ms)
+    }
+}

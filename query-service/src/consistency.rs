@@ -1,0 +1,123 @@
+//! Read-your-writes: waiting, bounded, until the projections include a write.
+//!
+//! The projector announces every committed batch on a Postgres channel; a
+//! waiter re-checks `stream_versions` when one arrives (and now and then
+//! regardless, in case the listening connection was lost). No client sleeps.
+
+use std::time::Duration;
+
+use chronicle_schema::ConsistencyToken;
+use chronicle_schema::projected::{CHANNEL, Projected};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Re-check at least this often even without an announcement.
+const RECHECK: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct Consistency {
+    pool: PgPool,
+    /// Bumped on every announcement.
+    announcements: watch::Receiver<u64>,
+    /// Every announcement, for subscriptions.
+    projected: broadcast::Sender<Projected>,
+    pub max_wait: Duration,
+}
+
+impl Consistency {
+    /// Starts listening for announcements in the background.
+    pub fn start(pool: PgPool, max_wait: Duration, shutdown: CancellationToken) -> Consistency {
+        let (counter, announcements) = watch::channel(0);
+        let (projected, _) = broadcast::channel(1024);
+        tokio::spawn(listen(pool.clone(), counter, projected.clone(), shutdown));
+        Consistency {
+            pool,
+            announcements,
+            projected,
+            max_wait,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Projected> {
+        self.projected.subscribe()
+    }
+
+    /// Whether the read models include the token's write.
+    pub async fn is_applied(&self, token: &ConsistencyToken) -> Result<bool, sqlx::Error> {
+        let applied = sqlx::query_scalar!(
+            "SELECT version FROM stream_versions WHERE stream_id = $1",
+            token.stream_id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(applied.is_some_and(|version| version >= token.version))
+    }
+
+    /// Waits until the token's write is projected; `false` when `timeout` passed first.
+    pub async fn wait_for(
+        &self,
+        token: &ConsistencyToken,
+        timeout: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        let deadline = Instant::now() + timeout.min(self.max_wait);
+        let mut announcements = self.announcements.clone();
+        announcements.mark_unchanged();
+        loop {
+            if self.is_applied(token).await? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let wake = deadline.min(now + RECHECK);
+            let _ = tokio::time::timeout_at(wake, announcements.changed()).await;
+        }
+    }
+}
+
+async fn listen(
+    pool: PgPool,
+    counter: watch::Sender<u64>,
+    projected: broadcast::Sender<Projected>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let result = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            tracing::info!(channel = CHANNEL, "listening for projection announcements");
+            loop {
+                let notification = tokio::select! {
+                    () = shutdown.cancelled() => return Ok::<(), sqlx::Error>(()),
+                    notification = listener.recv() => notification?,
+                };
+                counter.send_modify(|count| *count += 1);
+                match serde_json::from_str::<Projected>(notification.payload()) {
+                    Ok(announcement) => {
+                        let _ = projected.send(announcement);
+                    }
+                    Err(error) => tracing::warn!(%error, "unreadable projection announcement"),
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "projection announcements lost; reconnecting");
+                // Waiters re-check: whatever was announced meanwhile is missed.
+                counter.send_modify(|count| *count += 1);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

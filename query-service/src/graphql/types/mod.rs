@@ -1,0 +1,5 @@
+//! GraphQL object types, each over a read-model row.
+
+mod user;
+
+pub use user::User;

@@ -1,0 +1,13 @@
+use clap::Parser;
+use query_service::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    chronicle_platform::telemetry::init("query-service");
+    let shutdown = chronicle_platform::shutdown::on_signal();
+    let application = Application::build(config).await?;
+    tracing::info!(port = application.port(), "query-service listening");
+    application.run_until_stopped(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+-- Read models: denormalized so that every query is one indexed read.
+-- Deliberately unqualified: the projector runs this with search_path set to the
+-- schema it is building ("read" for the first build, "read_next" for a rebuild
+-- beside the live one). Any change here is picked up by the projector at start
+-- (the DDL hash differs) and rebuilt from the event store without downtime.
+
+-- The last stream version applied to this generation of the read models. A
+-- handler skips what it has applied; a consistency token waits on this table.
+CREATE TABLE stream_versions (
+    stream_id   UUID        PRIMARY KEY,
+    version     INTEGER     NOT NULL,
+    position    BIGINT      NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE users (
+    id             UUID        PRIMARY KEY,
+    handle         TEXT        NOT NULL UNIQUE,
+    display_name   TEXT        NOT NULL,
+    bio            TEXT,
+    email          TEXT        NOT NULL,
+    role           TEXT        NOT NULL,
+    active         BOOLEAN     NOT NULL DEFAULT TRUE,
+    post_count     INTEGER     NOT NULL DEFAULT 0,
+    comment_count  INTEGER     NOT NULL DEFAULT 0,
+    joined_at      TIMESTAMPTZ NOT NULL,
+    updated_at     TIMESTAMPTZ NOT NULL,
+    version        INTEGER     NOT NULL
+);
+CREATE INDEX users_joined_idx ON users (joined_at, id);
+
+CREATE TABLE posts (
+    id                   UUID        PRIMARY KEY,
+    slug                 TEXT        NOT NULL UNIQUE,
+    title                TEXT        NOT NULL,
+    body                 TEXT        NOT NULL,
+    excerpt              TEXT        NOT NULL,
+    status               TEXT        NOT NULL,
+    deleted              BOOLEAN     NOT NULL DEFAULT FALSE,
+    tags                 TEXT[]      NOT NULL DEFAULT '{}',
+    author_id            UUID        NOT NULL,
+    author_handle        TEXT        NOT NULL,
+    author_display_name  TEXT        NOT NULL,
+    comment_count        INTEGER     NOT NULL DEFAULT 0,
+    created_at           TIMESTAMPTZ NOT NULL,
+    updated_at           TIMESTAMPTZ NOT NULL,
+    published_at         TIMESTAMPTZ,
+    version              INTEGER     NOT NULL
+);
+CREATE INDEX posts_published_idx ON posts (published_at, id) WHERE status = 'PUBLISHED' AND NOT deleted;
+CREATE INDEX posts_updated_idx ON posts (updated_at, id) WHERE NOT deleted;
+CREATE INDEX posts_comment_count_idx ON posts (comment_count, id) WHERE status = 'PUBLISHED' AND NOT deleted;
+CREATE INDEX posts_author_idx ON posts (author_id, published_at, id) WHERE NOT deleted;
+CREATE INDEX posts_tags_idx ON posts USING GIN (tags) WHERE NOT deleted;
+
+CREATE TABLE comments (
+    id             UUID        PRIMARY KEY,
+    post_id        UUID        NOT NULL,
+    author_id      UUID        NOT NULL,
+    parent_id      UUID,
+    body           TEXT        NOT NULL,
+    deleted        BOOLEAN     NOT NULL DEFAULT FALSE,
+    reply_count    INTEGER     NOT NULL DEFAULT 0,
+    created_at     TIMESTAMPTZ NOT NULL,
+    edited_at      TIMESTAMPTZ,
+    version        INTEGER     NOT NULL
+);
+CREATE INDEX comments_thread_idx ON comments (post_id, created_at, id) WHERE parent_id IS NULL;
+CREATE INDEX comments_replies_idx ON comments (parent_id, created_at, id) WHERE parent_id IS NOT NULL;
+CREATE INDEX comments_author_idx ON comments (author_id);
+
+CREATE TABLE tags (
+    name        TEXT    PRIMARY KEY,
+    post_count  INTEGER NOT NULL
+);
+CREATE INDEX tags_popular_idx ON tags (post_count DESC, name);

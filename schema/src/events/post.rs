@@ -1,0 +1,47 @@
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::event_enum;
+
+event_enum!(PostEvent {
+    Created(PostCreated) = "PostCreated", version 2,
+    Edited(PostEdited) = "PostEdited", version 1,
+    Published(PostPublished) = "PostPublished", version 1,
+    Unpublished(PostUnpublished) = "PostUnpublished", version 1,
+    Deleted(PostDeleted) = "PostDeleted", version 1,
+});
+
+/// A new draft. v1 had no tags (see `upcast`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostCreated {
+    pub author_id: Uuid,
+    /// Handles never change, so the author's handle travels with the post.
+    pub author_handle: String,
+    pub slug: String,
+    pub title: String,
+    pub body: String,
+    pub tags: Vec<String>,
+}
+
+/// The post's content as it is after the edit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostEdited {
+    pub title: String,
+    pub body: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostPublished {}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostUnpublished {}
+
+/// Soft delete: the stream stays, the post disappears from every read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostDeleted {}

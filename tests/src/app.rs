@@ -1,0 +1,311 @@
+use std::time::Duration;
+
+use clap::Parser;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::database::TestDatabase;
+use crate::graphql::GraphqlRequest;
+use crate::kafka::{TestTopic, brokers};
+
+#[derive(Clone, Debug)]
+pub struct TestOptions {
+    pub partitions: i32,
+    /// Start the projector (tests of the write side alone may not want it).
+    pub projector: bool,
+    /// Run the outbox relay in the command-service.
+    pub relay: bool,
+    pub consistency_timeout_ms: u64,
+    pub projector_batch_size: usize,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            partitions: 3,
+            projector: true,
+            relay: true,
+            consistency_timeout_ms: 10_000,
+            projector_batch_size: 500,
+        }
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+    url: String,
+}
+
+pub struct TestApp {
+    pub options: TestOptions,
+    pub database: String,
+    pub database_url: String,
+    /// On the test database, with the services' search path ("read").
+    pub pool: PgPool,
+    pub topic: String,
+    pub consumer_group: String,
+    pub jwt_secret: String,
+    pub command_api_token: String,
+    pub http: reqwest::Client,
+    command_service: Running,
+    projector: Option<Running>,
+    query_service: Running,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> TestApp {
+        chronicle_platform::telemetry::init_with_default("tests", "warn,tower_http=error");
+        let database = TestDatabase::create().await;
+        let topic = TestTopic::create(options.partitions).await;
+        let mut app = TestApp {
+            pool: database.pool(),
+            database: database.name.clone(),
+            database_url: database.url.clone(),
+            topic: topic.name,
+            consumer_group: format!("chronicle-projector-{}", uuid::Uuid::new_v4().simple()),
+            jwt_secret: format!("test-jwt-{}", uuid::Uuid::new_v4()),
+            command_api_token: format!("test-service-{}", uuid::Uuid::new_v4()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+            command_service: placeholder(),
+            projector: None,
+            query_service: placeholder(),
+            options,
+        };
+        app.command_service = app.start_command_service().await;
+        if app.options.projector {
+            app.projector = Some(app.start_projector_service().await);
+        }
+        app.query_service = app.start_query_service().await;
+        app.wait_ready().await;
+        app
+    }
+
+    pub fn graphql_url(&self) -> String {
+        format!("{}/graphql", self.query_service.url)
+    }
+
+    pub fn query_url(&self) -> &str {
+        &self.query_service.url
+    }
+
+    pub fn command_url(&self) -> &str {
+        &self.command_service.url
+    }
+
+    pub fn projector_url(&self) -> Option<&str> {
+        self.projector.as_ref().map(|running| running.url.as_str())
+    }
+
+    /// A GraphQL request to the query-service.
+    pub fn graphql(&self, query: &str) -> GraphqlRequest<'_> {
+        GraphqlRequest::new(self, query)
+    }
+
+    async fn start_command_service(&self) -> Running {
+        let relay = self.options.relay.to_string();
+        let config = command_service::Config::try_parse_from([
+            "command-service",
+            "--http-addr=127.0.0.1:0",
+            &format!("--database-url={}", self.database_url),
+            &format!("--kafka-brokers={}", brokers()),
+            &format!("--kafka-topic={}", self.topic),
+            &format!("--jwt-secret={}", self.jwt_secret),
+            &format!("--command-api-token={}", self.command_api_token),
+            &format!("--relay-enabled={relay}"),
+            "--database-max-connections=30",
+        ])
+        .expect("a valid command-service configuration");
+        let application = command_service::Application::build(config)
+            .await
+            .expect("build the command-service");
+        spawn_service(application.port(), |shutdown| {
+            application.run_until_stopped(shutdown)
+        })
+    }
+
+    async fn start_projector_service(&self) -> Running {
+        let cli = projector::config::Cli::try_parse_from([
+            "projector",
+            "--http-addr=127.0.0.1:0",
+            &format!("--database-url={}", self.database_url),
+            &format!("--kafka-brokers={}", brokers()),
+            &format!("--kafka-topic={}", self.topic),
+            &format!("--consumer-group={}", self.consumer_group),
+            &format!("--batch-size={}", self.options.projector_batch_size),
+        ])
+        .expect("a valid projector configuration");
+        let application = projector::Application::build(cli.config)
+            .await
+            .expect("build the projector");
+        spawn_service(application.port(), |shutdown| {
+            application.run_until_stopped(shutdown)
+        })
+    }
+
+    async fn start_query_service(&self) -> Running {
+        let config = query_service::Config::try_parse_from([
+            "query-service",
+            "--http-addr=127.0.0.1:0",
+            &format!("--database-url={}", self.database_url),
+            &format!("--command-service-url={}", self.command_service.url),
+            &format!("--jwt-secret={}", self.jwt_secret),
+            &format!("--command-api-token={}", self.command_api_token),
+            &format!(
+                "--consistency-timeout-ms={}",
+                self.options.consistency_timeout_ms
+            ),
+        ])
+        .expect("a valid query-service configuration");
+        let application = query_service::Application::build(config)
+            .await
+            .expect("build the query-service");
+        spawn_service(application.port(), |shutdown| {
+            application.run_until_stopped(shutdown)
+        })
+    }
+
+    /// Another command-service on the same database and topic (its relay
+    /// stands by while the first one's is active); stopped when dropped.
+    pub async fn spawn_extra_command_service(&self) -> ServiceHandle {
+        let running = self.start_command_service().await;
+        wait_ready(&self.http, &running.url).await;
+        ServiceHandle(running)
+    }
+
+    /// Stops the command-service gracefully (its relay saves its cursor).
+    pub async fn stop_command_service(&self) {
+        self.command_service.shutdown.cancel();
+        crate::eventually(
+            Duration::from_secs(30),
+            "the command-service to stop",
+            || async { self.command_service.task.is_finished() },
+        )
+        .await;
+    }
+
+    /// Stops the projector gracefully (it finishes and commits its batch).
+    pub async fn stop_projector(&mut self) {
+        if let Some(running) = self.projector.take() {
+            running.shutdown.cancel();
+            let _ = running.task.await;
+        }
+    }
+
+    pub async fn start_projector(&mut self) {
+        if self.projector.is_none() {
+            let running = self.start_projector_service().await;
+            wait_ready(&self.http, &running.url).await;
+            self.projector = Some(running);
+        }
+    }
+
+    async fn wait_ready(&self) {
+        wait_ready(&self.http, &self.command_service.url).await;
+        if let Some(projector) = &self.projector {
+            wait_ready(&self.http, &projector.url).await;
+        }
+        wait_ready(&self.http, &self.query_service.url).await;
+    }
+
+    /// Waits until every event in the store is applied to the read models.
+    pub async fn drain(&self) {
+        let pool = self.pool.clone();
+        crate::eventually(Duration::from_secs(30), "the projector to catch up", || {
+            let pool = pool.clone();
+            async move {
+                let behind: i64 = sqlx::query_scalar(
+                    r#"SELECT count(*) FROM (
+                         SELECT stream_id, max(version) AS version FROM event_store.events GROUP BY stream_id
+                       ) written
+                       LEFT JOIN stream_versions applied USING (stream_id)
+                       WHERE applied.version IS NULL OR applied.version < written.version"#,
+                )
+                .fetch_one(&pool)
+                .await
+                .expect("compare the store with the read models");
+                behind == 0
+            }
+        })
+        .await;
+    }
+}
+
+/// A service started beside the test app's own; stopped when dropped.
+pub struct ServiceHandle(Running);
+
+impl ServiceHandle {
+    pub fn url(&self) -> &str {
+        &self.0.url
+    }
+}
+
+impl Drop for ServiceHandle {
+    fn drop(&mut self) {
+        self.0.shutdown.cancel();
+    }
+}
+
+fn placeholder() -> Running {
+    Running {
+        shutdown: CancellationToken::new(),
+        task: tokio::spawn(async { Ok(()) }),
+        url: String::new(),
+    }
+}
+
+fn spawn_service<F, Fut>(port: u16, run: F) -> Running
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(shutdown.clone()));
+    Running {
+        shutdown,
+        task,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str) {
+    let ready = format!("{url}/health/ready");
+    crate::eventually(Duration::from_secs(60), &ready, || async {
+        http.get(&ready)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.command_service.shutdown.cancel();
+        self.query_service.shutdown.cancel();
+        if let Some(projector) = &self.projector {
+            projector.shutdown.cancel();
+        }
+        let (database, topic) = (self.database.clone(), self.topic.clone());
+        // The test's runtime is going away; clean up on a runtime of our own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a cleanup runtime");
+            runtime.block_on(async {
+                TestDatabase::drop_now(&database).await;
+                let _ = chronicle_platform::kafka::delete_topic(&brokers(), &topic).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

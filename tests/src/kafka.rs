@@ -1,0 +1,125 @@
+//! A fresh topic per test, and reading a whole topic back.
+
+use std::time::Duration;
+
+use chronicle_schema::{RecordedEvent, bus};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+pub struct TestTopic {
+    pub name: String,
+}
+
+impl TestTopic {
+    pub async fn create(partitions: i32) -> TestTopic {
+        let name = format!("chronicle-t-{}", uuid::Uuid::new_v4().simple());
+        chronicle_platform::kafka::ensure_topic(&brokers(), &name, partitions)
+            .await
+            .unwrap_or_else(|error| {
+                panic!("cannot create a Kafka topic ({error}); run the tests with ./dev test")
+            });
+        TestTopic { name }
+    }
+}
+
+/// One message as a consumer outside Chronicle sees it.
+#[derive(Clone, Debug)]
+pub struct BusMessage {
+    pub event: RecordedEvent,
+    pub key: String,
+    pub partition: i32,
+    pub headers: Vec<(String, String)>,
+}
+
+impl BusMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Messages of the topic in per-partition order, until `expected` arrived or
+/// `timeout` passed.
+pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<BusMessage> {
+    let consumer: StreamConsumer = chronicle_platform::kafka::client_config(&brokers())
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create a test consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut messages = Vec::new();
+    while messages.len() < expected {
+        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => message.expect("read from Kafka"),
+            Err(_) => break,
+        };
+        let headers: Vec<(String, String)> = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        let value = header
+                            .value
+                            .map(|value| String::from_utf8_lossy(value).into_owned());
+                        (header.key.to_owned(), value.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lookup = |name: &str| {
+            headers
+                .iter()
+                .find(|(header, _)| header == name)
+                .map(|(_, value)| value.as_bytes())
+        };
+        let event =
+            bus::decode(lookup, message.payload().unwrap_or_default()).expect("a decodable event");
+        messages.push(BusMessage {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            partition: message.partition(),
+            event,
+            headers: headers.clone(),
+        });
+    }
+    messages
+}
+
+/// Publishes one event straight to the topic, as the relay would.
+pub async fn publish(topic: &str, event: &RecordedEvent) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let producer: FutureProducer = chronicle_platform::kafka::client_config(&brokers())
+        .create()
+        .expect("a test producer");
+    let headers =
+        bus::headers(event)
+            .into_iter()
+            .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_str()),
+                })
+            });
+    let (key, value) = (bus::key(event), bus::value(event));
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(&key)
+                .payload(&value)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("publish to the test topic");
+}

@@ -1,0 +1,30 @@
+//! Test helpers: `TestApp::spawn()` starts command-service, projector and
+//! query-service in this process, on random ports, against a fresh database
+//! (cloned from a migrated template) and a fresh Kafka topic. Postgres and
+//! Kafka are real: `./dev test` starts them (or uses DATABASE_URL / KAFKA_BROKERS).
+
+mod app;
+mod database;
+mod graphql;
+mod kafka;
+
+pub use app::{ServiceHandle, TestApp, TestOptions};
+pub use database::TestDatabase;
+pub use graphql::{GraphqlResponse, RegisteredUser};
+pub use kafka::{BusMessage, TestTopic, publish, read_topic};
+
+/// Polls `condition` until it holds or `timeout` passes (no fixed sleeps).
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

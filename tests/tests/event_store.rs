@@ -1,0 +1,128 @@
+//! The event store's optimistic concurrency, against real Postgres.
+
+use std::sync::Arc;
+
+use chronicle_schema::events::{UserDeactivated, UserEvent, UserProfileUpdated};
+use chronicle_schema::{DomainEvent, EventMetadata, StreamType};
+use chronicle_tests::TestApp;
+use command_service::event_store::{self, AppendContext, StoreError};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+fn metadata() -> EventMetadata {
+    let command_id = Uuid::now_v7();
+    EventMetadata {
+        command_id,
+        correlation_id: command_id,
+        causation_id: command_id,
+        actor_id: None,
+        traceparent: None,
+    }
+}
+
+fn two_events(writer: usize) -> Vec<DomainEvent> {
+    vec![
+        DomainEvent::User(UserEvent::ProfileUpdated(UserProfileUpdated {
+            display_name: format!("writer {writer}"),
+            bio: None,
+        })),
+        DomainEvent::User(UserEvent::Deactivated(UserDeactivated {})),
+    ]
+}
+
+/// Writers that all read the stream at the same version, then append.
+async fn race(
+    app: &TestApp,
+    stream_id: Uuid,
+    writers: usize,
+) -> Vec<Result<(Uuid, i32), StoreError>> {
+    let barrier = Arc::new(Barrier::new(writers));
+    let tasks = (0..writers).map(|writer| {
+        let (pool, barrier) = (app.pool.clone(), barrier.clone());
+        tokio::spawn(async move {
+            let mut transaction = pool.begin().await.unwrap();
+            let base = event_store::current_version(&mut *transaction, stream_id)
+                .await
+                .unwrap();
+            barrier.wait().await;
+            let metadata = metadata();
+            let appended = event_store::append(
+                &mut transaction,
+                stream_id,
+                StreamType::User,
+                base,
+                &two_events(writer),
+                &metadata,
+                &AppendContext::default(),
+            )
+            .await;
+            match appended {
+                Ok(version) => {
+                    transaction.commit().await.unwrap();
+                    Ok((metadata.command_id, version))
+                }
+                Err(error) => Err(error),
+            }
+        })
+    });
+    futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_one_stream_exactly_one_wins_each_version_and_nothing_is_half_written()
+ {
+    let app = TestApp::spawn_with(chronicle_tests::TestOptions {
+        projector: false,
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let stream_id = Uuid::now_v7();
+
+    for round in 0..5 {
+        let outcomes = race(&app, stream_id, 12).await;
+
+        let winners: Vec<&(Uuid, i32)> = outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins");
+        assert_eq!(
+            winners[0].1,
+            (round + 1) * 2,
+            "the winner appended both its events"
+        );
+        for outcome in &outcomes {
+            if let Err(error) = outcome {
+                assert!(
+                    matches!(error, StoreError::Conflict { .. }),
+                    "losers get a conflict, not {error}"
+                );
+            }
+        }
+        // Every version is written once, and each command's events are all there or none are.
+        let rows: Vec<(i32, Uuid)> = sqlx::query_as(
+            "SELECT version, command_id FROM event_store.events WHERE stream_id = $1 ORDER BY version",
+        )
+        .bind(stream_id)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows.len() as i32, (round + 1) * 2);
+        for pair in rows.chunks(2) {
+            assert_eq!(
+                pair[0].1, pair[1].1,
+                "both events of a command commit together"
+            );
+        }
+        assert!(
+            rows.iter()
+                .enumerate()
+                .all(|(index, (version, _))| *version == index as i32 + 1)
+        );
+    }
+}
