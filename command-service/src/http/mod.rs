@@ -109,13 +109,9 @@ async fn execute(
         command_id = %envelope.command_id,
         correlation_id = %envelope.correlation_id,
     );
-    let _entered = span.enter();
-    drop(_entered);
-    match tracing::Instrument::instrument(
-        commands::execute(&state.services, &request, &envelope),
-        span,
-    )
-    .await
+    match commands::execute(&state.services, &request, &envelope)
+        .instrument(span)
+        .await
     {
         Ok(reply) => Json(reply).into_response(),
         Err(error) => error.into_response(),
