@@ -1,13 +1,23 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chronicle_schema::Role;
 use chronicle_schema::commands::Secret;
 
 /// command-service configuration, from the environment (or flags). The
 /// defaults match what `./dev up` runs locally.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "command-service", version, about = "Chronicle's write side")]
+#[command(
+    name = "command-service",
+    version,
+    about = "Chronicle's write side",
+    subcommand_negates_reqs = true
+)]
 pub struct Config {
+    /// An operator action to run instead of the service.
+    #[command(subcommand)]
+    pub operation: Option<Operation>,
+
     /// Address of the internal command API.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8081")]
     pub http_addr: SocketAddr,
@@ -33,12 +43,17 @@ pub struct Config {
     pub kafka_topic_partitions: i32,
 
     /// Secret that signs access tokens (HS256); shared with query-service.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Secret,
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, required = true)]
+    pub jwt_secret: Option<Secret>,
 
     /// Credential query-service presents on every command (X-Service-Token).
-    #[arg(long, env = "COMMAND_API_TOKEN", hide_env_values = true)]
-    pub command_api_token: Secret,
+    #[arg(
+        long,
+        env = "COMMAND_API_TOKEN",
+        hide_env_values = true,
+        required = true
+    )]
+    pub command_api_token: Option<Secret>,
 
     #[arg(long, env = "ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900)]
     pub access_token_ttl_seconds: u64,
@@ -62,8 +77,28 @@ pub struct Config {
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: i64,
 
+    /// Failed logins from one client (across accounts) before RATE_LIMITED.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_CLIENT", default_value_t = 20)]
+    pub login_max_failures_per_client: i64,
+
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECONDS", default_value_t = 900)]
     pub login_failure_window_seconds: u64,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Operation {
+    /// Give a user a role (USER, MODERATOR, ADMIN), e.g. to make the first admin.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+fn parse_role(value: &str) -> Result<Role, String> {
+    Role::parse(&value.to_uppercase())
+        .ok_or_else(|| format!("{value} is not USER, MODERATOR or ADMIN"))
 }
 
 impl Config {

@@ -10,7 +10,7 @@ use crate::validation::FieldErrors;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("invalid input")]
+    #[error("invalid input: {}", .0.field_names())]
     Invalid(FieldErrors),
     #[error("{0}")]
     Unauthenticated(&'static str),

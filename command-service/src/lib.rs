@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod event_store;
 pub mod http;
+pub mod operator;
 pub mod outbox;
 pub mod startup;
 pub mod validation;

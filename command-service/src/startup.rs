@@ -8,12 +8,14 @@ use chronicle_platform::access_token::AccessTokens;
 use chronicle_platform::database::{self, PoolSettings};
 use chronicle_platform::health::Health;
 use chronicle_platform::kafka;
+use chronicle_schema::commands::Secret;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::login_limit::{self, LoginLimits};
 use crate::commands::{self, CommandServices};
 use crate::config::Config;
 use crate::http::{self, ApiState};
@@ -28,8 +30,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Database(#[from] database::DatabaseError),
-    #[error("invalid DATABASE_URL: {0}")]
-    DatabaseUrl(sqlx::Error),
+    #[error("{0} is required")]
+    Missing(&'static str),
 }
 
 pub struct Application {
@@ -44,6 +46,13 @@ impl Application {
     /// Binds the port and prepares clients; nothing here waits for Postgres or
     /// Kafka, so the service starts (not ready) while they are down.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let jwt_secret = config
+            .jwt_secret
+            .clone()
+            .ok_or(StartupError::Missing("JWT_SECRET"))?;
+        if config.command_api_token.is_none() {
+            return Err(StartupError::Missing("COMMAND_API_TOKEN"));
+        }
         let pool = database::connect(
             &config.database_url,
             &PoolSettings {
@@ -66,9 +75,15 @@ impl Application {
         };
         let services = CommandServices {
             pool: pool.clone(),
-            access_tokens: AccessTokens::new(config.jwt_secret.expose(), config.access_token_ttl()),
+            access_tokens: AccessTokens::new(jwt_secret.expose(), config.access_token_ttl()),
             relay_wake: Arc::new(Notify::new()),
             idempotency_ttl_seconds: config.idempotency_key_ttl_seconds,
+            refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_seconds),
+            login_limits: LoginLimits {
+                max_failures_per_account: config.login_max_failures,
+                max_failures_per_client: config.login_max_failures_per_client,
+                window: Duration::from_secs(config.login_failure_window_seconds),
+            },
         };
         Ok(Application {
             config,
@@ -108,7 +123,13 @@ impl Application {
         ));
         let state = ApiState {
             services,
-            service_token_digest: Arc::new(http::digest(config.command_api_token.expose())),
+            service_token_digest: Arc::new(http::digest(
+                config
+                    .command_api_token
+                    .as_ref()
+                    .map(Secret::expose)
+                    .unwrap_or_default(),
+            )),
         };
         let served = chronicle_platform::http::serve(
             listener,
@@ -138,7 +159,11 @@ async fn run_background(
     }
     health.mark_started();
     tracing::info!("command-service started");
-    let purge = tokio::spawn(purge_idempotency_keys(pool, shutdown.clone()));
+    let purge = tokio::spawn(purge_expired(
+        pool,
+        Duration::from_secs(config.login_failure_window_seconds),
+        shutdown.clone(),
+    ));
     if config.relay_enabled {
         let relay = Relay::new(
             RelaySettings {
@@ -182,7 +207,8 @@ async fn initialise(config: &Config, shutdown: &CancellationToken) -> bool {
     }
 }
 
-async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {
+/// Forgets expired idempotency keys and old login failures, now and then.
+async fn purge_expired(pool: PgPool, login_window: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
@@ -193,6 +219,9 @@ async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
             Err(error) => tracing::warn!(%error, "could not purge idempotency keys"),
+        }
+        if let Err(error) = login_limit::purge(&pool, login_window).await {
+            tracing::warn!(%error, "could not purge login failures");
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod config;
 pub mod consumer;
 pub mod dead_letters;
+pub mod markdown;
 pub mod projections;
 pub mod read_models;
 pub mod startup;

@@ -55,6 +55,10 @@ pub struct Config {
 
     #[arg(long, env = "INTROSPECTION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub introspection_enabled: bool,
+
+    /// Largest request body; larger ones are refused (413) before parsing.
+    #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
 }
 
 impl Config {

@@ -65,23 +65,35 @@ impl From<ErrorBody> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
+        ApiError::from(&error)
+    }
+}
+
+/// Errors of a batched load, shared by every field that waited on it.
+impl From<std::sync::Arc<sqlx::Error>> for ApiError {
+    fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
+        ApiError::from(&*error)
+    }
+}
+
+impl From<&sqlx::Error> for ApiError {
+    fn from(error: &sqlx::Error) -> Self {
+        let unavailable = match error {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => {
-                tracing::warn!(%error, "database unavailable");
-                ApiError::unavailable("the database is unavailable; try again shortly")
-            }
-            sqlx::Error::Database(ref database_error)
-                if database_error
-                    .code()
-                    .is_some_and(|code| code.starts_with("57") || code.starts_with("08")) =>
-            {
-                tracing::warn!(%error, "database unavailable");
-                ApiError::unavailable("the database is unavailable; try again shortly")
-            }
-            other => ApiError::internal(format!("database: {other}")),
+            | sqlx::Error::Tls(_) => true,
+            // 57xxx: shutdown or cancellation; 08xxx: connection failures.
+            sqlx::Error::Database(database_error) => database_error
+                .code()
+                .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+            _ => false,
+        };
+        if unavailable {
+            tracing::warn!(%error, "database unavailable");
+            ApiError::unavailable("the database is unavailable; try again shortly")
+        } else {
+            ApiError::internal(format!("database: {error}"))
         }
     }
 }

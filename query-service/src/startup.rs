@@ -96,7 +96,12 @@ impl Application {
         health.mark_started();
         let schema = graphql::build_schema(services.clone(), config.introspection_enabled);
         let router = Router::new()
-            .merge(graphql::router(schema, services, config.graphiql_enabled))
+            .merge(graphql::router(
+                schema,
+                services,
+                config.graphiql_enabled,
+                config.max_request_bytes,
+            ))
             .merge(health.router())
             .merge(chronicle_platform::metrics::router());
         let served = chronicle_platform::http::serve(

@@ -112,7 +112,7 @@ impl TestApp {
             .await;
         let id = response.data()["registerUser"]["user"]["id"]
             .as_str()
-            .expect("the registered user is read back")
+            .unwrap_or_else(|| panic!("the registered user is not read back: {}", response.body))
             .parse()
             .expect("a UUID");
         RegisteredUser {
@@ -121,5 +121,99 @@ impl TestApp {
             email,
             password,
         }
+    }
+}
+
+/// A signed-in session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+impl TestApp {
+    pub async fn login(&self, user: &RegisteredUser) -> Session {
+        let response = self
+            .graphql("mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken } }")
+            .variables(json!({"input": {"email": user.email, "password": user.password}}))
+            .send()
+            .await;
+        let auth = &response.data()["login"];
+        Session {
+            access_token: auth["accessToken"].as_str().unwrap().to_owned(),
+            refresh_token: auth["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Registers and signs in.
+    pub async fn signed_in(&self, handle: &str) -> (RegisteredUser, Session) {
+        let user = self.register(handle).await;
+        let session = self.login(&user).await;
+        (user, session)
+    }
+
+    /// Registers a user and gives them a role, as an operator would.
+    pub async fn signed_in_as(
+        &self,
+        handle: &str,
+        role: chronicle_schema::Role,
+    ) -> (RegisteredUser, Session) {
+        let user = self.register(handle).await;
+        command_service::operator::set_role(&self.pool, &user.email, role)
+            .await
+            .expect("set the role");
+        let session = self.login(&user).await;
+        (user, session)
+    }
+
+    /// Creates a draft and answers its id.
+    pub async fn create_post(&self, session: &Session, title: &str, tags: &[&str]) -> Uuid {
+        let response = self
+            .graphql(
+                "mutation($input: CreatePostInput!) { createPost(input: $input) { post { id } } }",
+            )
+            .variables(
+                json!({"input": {"title": title, "body": format!("About {title}."), "tags": tags}}),
+            )
+            .bearer(&session.access_token)
+            .send()
+            .await;
+        response.data()["createPost"]["post"]["id"]
+            .as_str()
+            .expect("the post is read back")
+            .parse()
+            .unwrap()
+    }
+
+    pub async fn publish_post(&self, session: &Session, id: Uuid) {
+        self.graphql("mutation($id: ID!) { publishPost(id: $id) { version } }")
+            .variables(json!({"id": id}))
+            .bearer(&session.access_token)
+            .send()
+            .await
+            .data();
+    }
+
+    /// Creates and publishes a post.
+    pub async fn published_post(&self, session: &Session, title: &str, tags: &[&str]) -> Uuid {
+        let id = self.create_post(session, title, tags).await;
+        self.publish_post(session, id).await;
+        id
+    }
+
+    pub async fn add_comment(
+        &self,
+        session: &Session,
+        post_id: Uuid,
+        parent_id: Option<Uuid>,
+        body: &str,
+    ) -> GraphqlResponse {
+        self.graphql(
+            "mutation($input: AddCommentInput!) { addComment(input: $input) { comment { id body } version } }",
+        )
+        .variables(json!({"input": {"postId": post_id, "parentId": parent_id, "body": body}}))
+        .bearer(&session.access_token)
+        .send()
+        .await
     }
 }

@@ -10,7 +10,7 @@ mod kafka;
 
 pub use app::{ServiceHandle, TestApp, TestOptions};
 pub use database::TestDatabase;
-pub use graphql::{GraphqlResponse, RegisteredUser};
+pub use graphql::{GraphqlResponse, RegisteredUser, Session};
 pub use kafka::{BusMessage, TestTopic, publish, read_topic};
 
 /// Polls `condition` until it holds or `timeout` passes (no fixed sleeps).

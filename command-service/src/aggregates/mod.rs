@@ -2,6 +2,8 @@
 //! and answers the events to append, or a rejection; `apply` evolves the state
 //! from an event. No I/O here, so every rule is unit-tested given/when/then.
 
+pub mod comment;
+pub mod post;
 pub mod user;
 
 use chronicle_schema::{DomainEvent, Role, StreamType};
@@ -9,6 +11,8 @@ use uuid::Uuid;
 
 use crate::validation::FieldErrors;
 
+pub use comment::Comment;
+pub use post::Post;
 pub use user::User;
 
 /// A type whose state is rebuilt from the events of one stream.
@@ -26,10 +30,11 @@ pub trait Aggregate: Sized {
 
 /// The signed-in user a command acts for, as the event store knows them now
 /// (not as their token claims: a role change or deactivation applies at once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
     pub id: Uuid,
     pub role: Role,
+    pub handle: String,
 }
 
 /// Why an aggregate refused a command.

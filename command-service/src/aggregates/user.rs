@@ -95,7 +95,7 @@ impl User {
     /// Changes display name and/or bio (`Some(None)` clears the bio).
     pub fn update_profile(
         &self,
-        actor: Actor,
+        actor: &Actor,
         display_name: Option<DisplayName>,
         bio: Option<Option<String>>,
     ) -> Decision<UserEvent> {
@@ -114,7 +114,7 @@ impl User {
         Ok(vec![UserProfileUpdated { display_name, bio }.into()])
     }
 
-    pub fn change_role(&self, actor: Actor, role: Role) -> Decision<UserEvent> {
+    pub fn change_role(&self, actor: &Actor, role: Role) -> Decision<UserEvent> {
         if actor.role != Role::Admin {
             return Err(Rejection::Forbidden("only admins may change roles"));
         }
@@ -125,7 +125,7 @@ impl User {
         Ok(vec![UserRoleChanged { role }.into()])
     }
 
-    pub fn deactivate(&self, actor: Actor) -> Decision<UserEvent> {
+    pub fn deactivate(&self, actor: &Actor) -> Decision<UserEvent> {
         if actor.id != self.id && actor.role != Role::Admin {
             return Err(Rejection::Forbidden(
                 "only the user themself or an admin may deactivate an account",
@@ -181,6 +181,7 @@ mod tests {
         Actor {
             id: Uuid::from_u128(1),
             role: Role::User,
+            handle: "ada".into(),
         }
     }
 
@@ -188,6 +189,7 @@ mod tests {
         Actor {
             id: Uuid::from_u128(2),
             role,
+            handle: "other".into(),
         }
     }
 
@@ -223,7 +225,7 @@ mod tests {
         ]);
         let events = user
             .update_profile(
-                myself(),
+                &myself(),
                 Some(DisplayName::parse("Countess").unwrap()),
                 Some(None),
             )
@@ -241,7 +243,7 @@ mod tests {
     fn an_unchanged_profile_appends_nothing() {
         let user = given(&[registered(Role::User)]);
         let events = user
-            .update_profile(myself(), Some(DisplayName::parse("Ada").unwrap()), None)
+            .update_profile(&myself(), Some(DisplayName::parse("Ada").unwrap()), None)
             .unwrap();
         assert!(events.is_empty());
     }
@@ -251,15 +253,15 @@ mod tests {
         let user = given(&[registered(Role::User)]);
         let name = || Some(DisplayName::parse("X").unwrap());
         assert!(matches!(
-            user.update_profile(someone(Role::User), name(), None),
+            user.update_profile(&someone(Role::User), name(), None),
             Err(Rejection::Forbidden(_))
         ));
         assert!(matches!(
-            user.update_profile(someone(Role::Moderator), name(), None),
+            user.update_profile(&someone(Role::Moderator), name(), None),
             Err(Rejection::Forbidden(_))
         ));
         assert!(
-            user.update_profile(someone(Role::Admin), name(), None)
+            user.update_profile(&someone(Role::Admin), name(), None)
                 .is_ok()
         );
     }
@@ -268,15 +270,15 @@ mod tests {
     fn only_admins_change_roles() {
         let user = given(&[registered(Role::User)]);
         assert!(matches!(
-            user.change_role(myself(), Role::Admin),
+            user.change_role(&myself(), Role::Admin),
             Err(Rejection::Forbidden(_))
         ));
         assert!(matches!(
-            user.change_role(someone(Role::Moderator), Role::Moderator),
+            user.change_role(&someone(Role::Moderator), Role::Moderator),
             Err(Rejection::Forbidden(_))
         ));
         assert_eq!(
-            user.change_role(someone(Role::Admin), Role::Moderator)
+            user.change_role(&someone(Role::Admin), Role::Moderator)
                 .unwrap(),
             vec![UserEvent::RoleChanged(UserRoleChanged {
                 role: Role::Moderator
@@ -287,7 +289,7 @@ mod tests {
     #[test]
     fn changing_an_unknown_users_role_is_not_found() {
         assert_eq!(
-            given(&[]).change_role(someone(Role::Admin), Role::Moderator),
+            given(&[]).change_role(&someone(Role::Admin), Role::Moderator),
             Err(Rejection::NotFound("user"))
         );
     }
@@ -296,13 +298,13 @@ mod tests {
     fn deactivation_is_for_self_or_admin_and_happens_once() {
         let user = given(&[registered(Role::User)]);
         assert!(matches!(
-            user.deactivate(someone(Role::Moderator)),
+            user.deactivate(&someone(Role::Moderator)),
             Err(Rejection::Forbidden(_))
         ));
-        assert_eq!(user.deactivate(myself()).unwrap().len(), 1);
-        assert_eq!(user.deactivate(someone(Role::Admin)).unwrap().len(), 1);
+        assert_eq!(user.deactivate(&myself()).unwrap().len(), 1);
+        assert_eq!(user.deactivate(&someone(Role::Admin)).unwrap().len(), 1);
         let deactivated = given(&[registered(Role::User), UserDeactivated {}.into()]);
         assert!(!deactivated.active);
-        assert!(deactivated.deactivate(myself()).unwrap().is_empty());
+        assert!(deactivated.deactivate(&myself()).unwrap().is_empty());
     }
 }

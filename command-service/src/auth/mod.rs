@@ -1,7 +1,9 @@
 //! Who is calling: the command-service verifies the caller's access token on
 //! every command itself and never trusts the forwarder's word for it.
 
+pub mod login_limit;
 pub mod password;
+pub mod refresh_tokens;
 
 use chronicle_platform::access_token::{AccessTokens, TokenError};
 use sqlx::PgConnection;
@@ -38,6 +40,7 @@ pub async fn resolve_actor(
     Ok(Some(Actor {
         id: user.id,
         role: user.role,
+        handle: user.handle,
     }))
 }
 

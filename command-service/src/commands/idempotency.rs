@@ -38,13 +38,9 @@ impl IdempotencyScope {
         Ok(IdempotencyScope {
             caller,
             key: key.to_owned(),
-            request_hash: hex(&Sha256::digest(request)),
+            request_hash: format!("{:x}", Sha256::digest(request)),
         })
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Locks the key for this transaction and returns the first outcome, if any.

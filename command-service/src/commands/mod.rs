@@ -2,11 +2,15 @@
 //! and appends, together with whatever else the command writes (uniqueness
 //! claims, credentials, its idempotency record).
 
+mod comments;
 mod idempotency;
+mod posts;
+mod sessions;
 mod unique_claims;
 mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chronicle_platform::access_token::AccessTokens;
 use chronicle_schema::{
@@ -18,11 +22,13 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::aggregates::{Actor, Aggregate, Decision, Rejection};
+use crate::auth::login_limit::LoginLimits;
 use crate::error::CommandError;
 use crate::event_store::{self, AppendContext};
 
 use idempotency::IdempotencyScope;
 pub use idempotency::purge_expired as purge_expired_idempotency_keys;
+use posts::Transition;
 
 /// How many times a command without `expectedVersion` is re-decided after
 /// losing an append race (each time against the new state, so it is only
@@ -75,6 +81,8 @@ pub struct CommandServices {
     /// Wakes the outbox relay after a commit, so publishing starts at once.
     pub relay_wake: Arc<Notify>,
     pub idempotency_ttl_seconds: u64,
+    pub refresh_token_ttl: Duration,
+    pub login_limits: LoginLimits,
 }
 
 /// Where a command comes from, beyond its envelope.
@@ -118,7 +126,7 @@ pub struct Execution<'a> {
 }
 
 impl Execution<'_> {
-    fn metadata(&self, actor: Option<Actor>) -> EventMetadata {
+    fn metadata(&self, actor: Option<&Actor>) -> EventMetadata {
         EventMetadata {
             command_id: self.envelope.command_id,
             correlation_id: self.envelope.correlation_id,
@@ -139,7 +147,7 @@ impl Execution<'_> {
     async fn decide_and_append<A: Aggregate>(
         &self,
         connection: &mut PgConnection,
-        actor: Option<Actor>,
+        actor: Option<&Actor>,
         stream_id: Uuid,
         expected_version: Option<i32>,
         decide: impl FnOnce(&A) -> Decision<A::Event>,
@@ -390,9 +398,100 @@ async fn dispatch(
             user_id,
             expected_version,
         } => users::deactivate(execution, *user_id, *expected_version, retry_on_race).await,
-        other => Err(CommandError::NotFound(format!(
-            "the {} command is not available yet",
-            other.name()
-        ))),
+        Command::Login { email, password } => {
+            sessions::login(execution, email, password.expose()).await
+        }
+        Command::RefreshToken { refresh_token } => {
+            sessions::refresh(execution, refresh_token.expose()).await
+        }
+        Command::Logout { refresh_token } => {
+            sessions::logout(execution, refresh_token.expose()).await
+        }
+        Command::CreatePost {
+            title,
+            body,
+            tags,
+            slug,
+        } => posts::create(execution, title, body, tags.as_deref(), slug.as_deref()).await,
+        Command::EditPost {
+            post_id,
+            title,
+            body,
+            tags,
+            expected_version,
+        } => {
+            posts::edit(
+                execution,
+                *post_id,
+                title.as_deref(),
+                body.as_deref(),
+                tags.as_deref(),
+                *expected_version,
+                retry_on_race,
+            )
+            .await
+        }
+        Command::PublishPost {
+            post_id,
+            expected_version,
+        } => {
+            posts::transition(
+                execution,
+                *post_id,
+                Transition::Publish,
+                *expected_version,
+                retry_on_race,
+            )
+            .await
+        }
+        Command::UnpublishPost {
+            post_id,
+            expected_version,
+        } => {
+            posts::transition(
+                execution,
+                *post_id,
+                Transition::Unpublish,
+                *expected_version,
+                retry_on_race,
+            )
+            .await
+        }
+        Command::DeletePost {
+            post_id,
+            expected_version,
+        } => {
+            posts::transition(
+                execution,
+                *post_id,
+                Transition::Delete,
+                *expected_version,
+                retry_on_race,
+            )
+            .await
+        }
+        Command::AddComment {
+            post_id,
+            body,
+            parent_id,
+        } => comments::add(execution, *post_id, body, *parent_id).await,
+        Command::EditComment {
+            comment_id,
+            body,
+            expected_version,
+        } => {
+            comments::edit(
+                execution,
+                *comment_id,
+                body,
+                *expected_version,
+                retry_on_race,
+            )
+            .await
+        }
+        Command::DeleteComment {
+            comment_id,
+            expected_version,
+        } => comments::delete(execution, *comment_id, *expected_version, retry_on_race).await,
     }
 }

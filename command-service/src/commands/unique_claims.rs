@@ -10,6 +10,7 @@ use uuid::Uuid;
 pub enum ClaimKind {
     Email,
     Handle,
+    Slug,
 }
 
 impl ClaimKind {
@@ -17,6 +18,7 @@ impl ClaimKind {
         match self {
             ClaimKind::Email => "email",
             ClaimKind::Handle => "handle",
+            ClaimKind::Slug => "slug",
         }
     }
 }

@@ -4,7 +4,7 @@ use chronicle_schema::{CommandReply, Role};
 use uuid::Uuid;
 
 use super::unique_claims::{ClaimKind, claim};
-use super::{Execution, Written, transact};
+use super::{Execution, transact};
 use crate::aggregates::User;
 use crate::aggregates::user::Registration;
 use crate::auth::{password, require};
@@ -40,40 +40,41 @@ pub(super) async fn register(
     let user_id = Uuid::now_v7();
 
     transact!(execution, retry_on_race: false, |connection| {
-            let registration = Registration {
-                email: email.clone(),
-                handle: handle.clone(),
-                display_name: display_name.clone(),
-            };
-            let written = execution
-                .decide_and_append::<User>(connection, None, user_id, None, |user| {
-                    user.register(registration)
-                })
-                .await?;
-            let mut taken = FieldErrors::new();
-            if !claim(connection, ClaimKind::Email, email.as_str(), user_id).await? {
-                taken.add("email", "is already registered");
-            }
-            if !claim(connection, ClaimKind::Handle, handle.as_str(), user_id).await? {
-                taken.add("handle", "is already taken");
-            }
-            if !taken.is_empty() {
-                return Err(CommandError::Conflict {
-                    message: "a user with this email or handle already exists".into(),
-                    fields: taken,
-                });
-            }
-            sqlx::query!(
-                "INSERT INTO auth.credentials (user_id, password_hash) VALUES ($1, $2)",
-                user_id,
-                password_hash
-            )
-            .execute(&mut *connection)
+        let registration = Registration {
+            email: email.clone(),
+            handle: handle.clone(),
+            display_name: display_name.clone(),
+        };
+        let written = execution
+            .decide_and_append::<User>(connection, None, user_id, None, |user| {
+                user.register(registration)
+            })
             .await?;
-            Ok(written)
+        let mut taken = FieldErrors::new();
+        if !claim(connection, ClaimKind::Email, email.as_str(), user_id).await? {
+            taken.add("email", "is already registered");
+        }
+        if !claim(connection, ClaimKind::Handle, handle.as_str(), user_id).await? {
+            taken.add("handle", "is already taken");
+        }
+        if !taken.is_empty() {
+            return Err(CommandError::Conflict {
+                message: "a user with this email or handle already exists".into(),
+                fields: taken,
+            });
+        }
+        sqlx::query!(
+            "INSERT INTO auth.credentials (user_id, password_hash) VALUES ($1, $2)",
+            user_id,
+            password_hash
+        )
+        .execute(&mut *connection)
+        .await?;
+        Ok(written)
     })
 }
 
+/// Changes the signed-in user's own profile. `bio: Some("")` clears it.
 pub(super) async fn update_profile(
     execution: &Execution<'_>,
     display_name: Option<&str>,
@@ -82,23 +83,25 @@ pub(super) async fn update_profile(
     retry_on_race: bool,
 ) -> Result<CommandReply, CommandError> {
     let mut errors = FieldErrors::new();
-    let display_name = display_name
-        .and_then(|name| errors.check("displayName", DisplayName::parse(name).map(Some)))
-        .flatten();
-    let bio = match bio {
-        Some(bio) => errors.check("bio", parse_bio(bio)).map(Some),
-        None => Some(None),
+    let display_name = match display_name {
+        Some(name) => errors.check("displayName", DisplayName::parse(name)),
+        None => None,
     };
-    let Some(bio) = bio.filter(|_| errors.is_empty()) else {
+    // Outer option: whether to change the bio; inner: the new bio (none clears it).
+    let bio: Option<Option<String>> = match bio {
+        Some(bio) => errors.check("bio", parse_bio(bio)),
+        None => None,
+    };
+    if !errors.is_empty() {
         return Err(CommandError::Invalid(errors));
-    };
+    }
     transact!(execution, retry_on_race: retry_on_race, |connection| {
-            let actor = require(execution.actor(connection).await?)?;
-            execution
-                .decide_and_append::<User>(connection, Some(actor), actor.id, expected_version, |user| {
-                    user.update_profile(actor, display_name.clone(), bio.clone())
-                })
-                .await
+        let actor = require(execution.actor(connection).await?)?;
+        execution
+            .decide_and_append::<User>(connection, Some(&actor), actor.id, expected_version, |user| {
+                user.update_profile(&actor, display_name.clone(), bio.clone())
+            })
+            .await
     })
 }
 
@@ -110,12 +113,12 @@ pub(super) async fn change_role(
     retry_on_race: bool,
 ) -> Result<CommandReply, CommandError> {
     transact!(execution, retry_on_race: retry_on_race, |connection| {
-            let actor = require(execution.actor(connection).await?)?;
-            execution
-                .decide_and_append::<User>(connection, Some(actor), user_id, expected_version, |user| {
-                    user.change_role(actor, role)
-                })
-                .await
+        let actor = require(execution.actor(connection).await?)?;
+        execution
+            .decide_and_append::<User>(connection, Some(&actor), user_id, expected_version, |user| {
+                user.change_role(&actor, role)
+            })
+            .await
     })
 }
 
@@ -126,19 +129,19 @@ pub(super) async fn deactivate(
     retry_on_race: bool,
 ) -> Result<CommandReply, CommandError> {
     transact!(execution, retry_on_race: retry_on_race, |connection| {
-            let actor = require(execution.actor(connection).await?)?;
-            let written: Written = execution
-                .decide_and_append::<User>(connection, Some(actor), user_id, expected_version, |user| {
-                    user.deactivate(actor)
-                })
-                .await?;
-            // A deactivated account's sessions end with it.
-            sqlx::query!(
-                "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-                user_id
-            )
-            .execute(&mut *connection)
+        let actor = require(execution.actor(connection).await?)?;
+        let written = execution
+            .decide_and_append::<User>(connection, Some(&actor), user_id, expected_version, |user| {
+                user.deactivate(&actor)
+            })
             .await?;
-            Ok(written)
+        // A deactivated account's sessions end with it.
+        sqlx::query!(
+            "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id
+        )
+        .execute(&mut *connection)
+        .await?;
+        Ok(written)
     })
 }

@@ -57,6 +57,15 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// "email, handle": for messages (the details are per field).
+    pub fn field_names(&self) -> String {
+        self.0
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn into_map(self) -> BTreeMap<String, String> {
         self.0
     }

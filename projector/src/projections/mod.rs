@@ -2,6 +2,9 @@
 //! writes current state (never increments), so applying an event twice, or
 //! events of different streams in any order, converges on the same rows.
 
+mod comments;
+mod counts;
+mod posts;
 mod users;
 
 use chronicle_schema::{DomainEvent, RecordedEvent};
@@ -17,20 +20,28 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
-    /// A poison event fails for what it is; anything else (a lost connection,
-    /// a shutdown) fails for the moment and is retried.
+    /// A poison event fails for what it is and would fail again; it is set
+    /// aside. Only failures known to pass (a lost connection, a shutdown, a
+    /// deadlock) are retried, so a handler bug never stalls a partition.
     pub fn is_poison(&self) -> bool {
         match self {
             HandlerError::Inconsistent(_) => true,
-            HandlerError::Database(sqlx::Error::Database(error)) => {
-                // 22: data exception, 23: integrity constraint violation.
-                error
-                    .code()
-                    .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
-            }
+            HandlerError::Database(sqlx::Error::Database(error)) => !error
+                .code()
+                .is_some_and(|code| is_transient_sqlstate(&code)),
             HandlerError::Database(_) => false,
         }
     }
+}
+
+/// SQLSTATE classes that describe the moment, not the statement: connection
+/// exceptions, transaction rollbacks (serialization, deadlock), insufficient
+/// resources, object not in prerequisite state (lock timeouts), operator
+/// intervention (shutdown, cancel), system errors.
+fn is_transient_sqlstate(code: &str) -> bool {
+    ["08", "40", "53", "55", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 /// Applies one event to every read model it touches.
@@ -40,7 +51,8 @@ pub async fn apply(
 ) -> Result<(), HandlerError> {
     match &recorded.event {
         DomainEvent::User(event) => users::apply(connection, recorded, event).await,
-        DomainEvent::Post(_) | DomainEvent::Comment(_) => Ok(()),
+        DomainEvent::Post(event) => posts::apply(connection, recorded, event).await,
+        DomainEvent::Comment(event) => comments::apply(connection, recorded, event).await,
     }
 }
 

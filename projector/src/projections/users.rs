@@ -3,6 +3,7 @@
 use chronicle_schema::RecordedEvent;
 use chronicle_schema::events::UserEvent;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::{HandlerError, expect_one};
 
@@ -16,9 +17,15 @@ pub async fn apply(
     let version = recorded.version;
     match event {
         UserEvent::Registered(registered) => {
+            // Counts from whatever of theirs is already projected (other
+            // partitions may have been faster).
             sqlx::query!(
-                r#"INSERT INTO users (id, handle, display_name, email, role, active, joined_at, updated_at, version)
-                   VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6, $7)
+                r#"INSERT INTO users (id, handle, display_name, email, role, active, post_count, comment_count,
+                                      joined_at, updated_at, version)
+                   VALUES ($1, $2, $3, $4, $5, TRUE,
+                           (SELECT count(*) FROM posts WHERE author_id = $1 AND status = 'PUBLISHED' AND NOT deleted)::int,
+                           (SELECT count(*) FROM comments WHERE author_id = $1 AND NOT deleted)::int,
+                           $6, $6, $7)
                    ON CONFLICT (id) DO UPDATE
                      SET handle = EXCLUDED.handle, display_name = EXCLUDED.display_name,
                          email = EXCLUDED.email, role = EXCLUDED.role, joined_at = EXCLUDED.joined_at,
@@ -33,6 +40,7 @@ pub async fn apply(
             )
             .execute(&mut *connection)
             .await?;
+            rename_in_posts(connection, id, &registered.display_name).await?;
         }
         UserEvent::ProfileUpdated(profile) => {
             let updated = sqlx::query!(
@@ -47,14 +55,7 @@ pub async fn apply(
             .execute(&mut *connection)
             .await?;
             expect_one(updated.rows_affected(), "user", recorded)?;
-            // A rename reaches every post view of theirs.
-            sqlx::query!(
-                "UPDATE posts SET author_display_name = $2 WHERE author_id = $1 AND author_display_name <> $2",
-                id,
-                profile.display_name
-            )
-            .execute(&mut *connection)
-            .await?;
+            rename_in_posts(connection, id, &profile.display_name).await?;
         }
         UserEvent::RoleChanged(changed) => {
             let updated = sqlx::query!(
@@ -80,5 +81,21 @@ pub async fn apply(
             expect_one(updated.rows_affected(), "user", recorded)?;
         }
     }
+    Ok(())
+}
+
+/// A rename reaches every post view of theirs.
+async fn rename_in_posts(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    display_name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE posts SET author_display_name = $2 WHERE author_id = $1 AND author_display_name <> $2",
+        user_id,
+        display_name
+    )
+    .execute(connection)
+    .await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! whichever layer raised it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{Pos, ServerError, Value};
@@ -12,16 +12,18 @@ use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use chronicle_platform::access_token::{TokenError, bearer};
 use chronicle_platform::http::REQUEST_ID;
 use chronicle_schema::{ConsistencyToken, ErrorCode, Role};
+use tower_http::limit::RequestBodyLimitLayer;
 
 use super::{ChronicleSchema, RequestContext, ResponseNotes, Services, Viewer};
 use crate::command_client::Caller;
 use crate::error::ApiError;
+use crate::read_models::users;
 
 pub const CONSISTENCY_TOKEN_HEADER: &str = "x-consistency-token";
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -33,7 +35,12 @@ struct GraphqlState {
     graphiql: bool,
 }
 
-pub fn router(schema: ChronicleSchema, services: Services, graphiql: bool) -> Router {
+pub fn router(
+    schema: ChronicleSchema,
+    services: Services,
+    graphiql: bool,
+    max_body_bytes: usize,
+) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .with_state(GraphqlState {
@@ -41,6 +48,22 @@ pub fn router(schema: ChronicleSchema, services: Services, graphiql: bool) -> Ro
             services,
             graphiql,
         })
+        // Refused by its Content-Length (or as it streams past the limit),
+        // before any of it is parsed.
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(axum::middleware::map_response(coded_payload_too_large))
+}
+
+/// The limit layer answers 413 in plain text; clients get the usual error shape.
+async fn coded_payload_too_large(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    refuse(
+        ApiError::new(ErrorCode::BadUserInput, "the request body is too large"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+    )
 }
 
 async fn graphql_post(
@@ -51,14 +74,22 @@ async fn graphql_post(
 ) -> Response {
     match request {
         Ok(request) => execute(&state, peer, &headers, request.into_inner()).await,
-        Err(rejection) => respond(
-            error_response(ApiError::new(
+        Err(rejection) => refuse(
+            ApiError::new(
                 ErrorCode::BadUserInput,
                 format!("the request is not a GraphQL request: {}", rejection.0),
-            )),
+            ),
+            StatusCode::BAD_REQUEST,
             request_id(&headers),
         ),
     }
+}
+
+/// A request refused before execution, with an HTTP status that says why.
+fn refuse(error: ApiError, status: StatusCode, request_id: Option<String>) -> Response {
+    let mut response = respond(error_response(error), request_id);
+    *response.status_mut() = status;
+    response
 }
 
 async fn graphql_get(
@@ -81,11 +112,9 @@ async fn graphql_get(
                 .finish(),
         )
         .into_response(),
-        _ => respond(
-            error_response(ApiError::new(
-                ErrorCode::BadUserInput,
-                "send a GraphQL query",
-            )),
+        _ => refuse(
+            ApiError::new(ErrorCode::BadUserInput, "send a GraphQL query"),
+            StatusCode::BAD_REQUEST,
             request_id(&headers),
         ),
     }
@@ -128,23 +157,7 @@ async fn request_context(
         .map(str::to_owned);
     let viewer = match &bearer {
         None => None,
-        Some(token) => {
-            let claims = state
-                .services
-                .access_tokens
-                .verify(token)
-                .map_err(|error| {
-                    let message = match error {
-                        TokenError::Expired => "the access token has expired; refresh it",
-                        TokenError::Invalid => "the access token is invalid",
-                    };
-                    ApiError::new(ErrorCode::Unauthenticated, message)
-                })?;
-            Some(Viewer {
-                id: claims.sub,
-                role: Role::parse(&claims.role).unwrap_or(Role::User),
-            })
-        }
+        Some(token) => Some(viewer(state, token).await?),
     };
     let consistency_token = match header(CONSISTENCY_TOKEN_HEADER) {
         None => None,
@@ -161,17 +174,50 @@ async fn request_context(
             )));
         }
     }
-    Ok(RequestContext {
+    let caller = Caller {
+        bearer,
+        client_address: peer.ip().to_string(),
+        request_id,
+        idempotency_key: header(IDEMPOTENCY_KEY_HEADER).map(str::to_owned),
+        traceparent: header("traceparent").map(str::to_owned),
+    };
+    Ok(RequestContext::new(
         viewer,
-        caller: Caller {
-            bearer,
-            client_address: peer.ip().to_string(),
-            request_id,
-            idempotency_key: header(IDEMPOTENCY_KEY_HEADER).map(str::to_owned),
-            traceparent: header("traceparent").map(str::to_owned),
-        },
+        caller,
         consistency_token,
-        notes: Arc::new(Mutex::new(ResponseNotes::default())),
+        state.services.pool.clone(),
+    ))
+}
+
+/// The signed-in caller. The role is the one the read model has now (a
+/// demotion applies at once); a deactivated account's token is refused.
+async fn viewer(state: &GraphqlState, token: &str) -> Result<Viewer, ApiError> {
+    let claims = state
+        .services
+        .access_tokens
+        .verify(token)
+        .map_err(|error| {
+            let message = match error {
+                TokenError::Expired => "the access token has expired; refresh it",
+                TokenError::Invalid => "the access token is invalid",
+            };
+            ApiError::new(ErrorCode::Unauthenticated, message)
+        })?;
+    let current = users::by_id(&state.services.pool, claims.sub).await?;
+    let role = match &current {
+        Some(user) if !user.active => {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "this account is deactivated",
+            ));
+        }
+        Some(user) => Role::parse(&user.role),
+        // Just registered and not projected yet: the token's word will do.
+        None => Role::parse(&claims.role),
+    };
+    Ok(Viewer {
+        id: claims.sub,
+        role: role.unwrap_or(Role::User),
     })
 }
 

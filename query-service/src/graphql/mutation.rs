@@ -1,11 +1,16 @@
-use async_graphql::{Context, InputObject, Object, SimpleObject};
+//! Mutations: each maps its input to a typed command, hands it with the
+//! caller's token to the command-service, and reads the written entity back
+//! once the projections include it.
+
+use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use chronicle_schema::commands::Secret;
 use chronicle_schema::{Command, CommandReply};
+use uuid::Uuid;
 
-use super::types::User;
-use super::{RequestContext, Services};
+use super::query::parse_id;
+use super::types::{Comment, Post, RoleValue, User};
+use super::{loaders, request, services};
 use crate::error::ApiError;
-use crate::read_models::users;
 
 pub struct Mutation;
 
@@ -17,6 +22,58 @@ pub struct RegisterUserInput {
     pub password: String,
 }
 
+#[derive(InputObject)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct UpdateProfileInput {
+    pub display_name: Option<String>,
+    /// null clears the bio; leaving it out keeps it.
+    pub bio: MaybeUndefined<String>,
+    pub expected_version: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct ChangeRoleInput {
+    pub user_id: ID,
+    pub role: RoleValue,
+    pub expected_version: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct CreatePostInput {
+    pub title: String,
+    pub body: String,
+    pub tags: Option<Vec<String>>,
+    pub slug: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct EditPostInput {
+    pub id: ID,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub expected_version: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct AddCommentInput {
+    pub post_id: ID,
+    pub body: String,
+    pub parent_id: Option<ID>,
+}
+
+#[derive(InputObject)]
+pub struct EditCommentInput {
+    pub id: ID,
+    pub body: String,
+    pub expected_version: Option<i32>,
+}
+
 /// Every write payload carries the new stream version and a consistency
 /// token; its entity is read from the projections once they include the write
 /// (null if they did not within the wait; `extensions.consistency` says so).
@@ -25,6 +82,36 @@ pub struct UserPayload {
     pub user: Option<User>,
     pub version: i32,
     pub consistency_token: String,
+}
+
+#[derive(SimpleObject)]
+pub struct PostPayload {
+    pub post: Option<Post>,
+    pub version: i32,
+    pub consistency_token: String,
+}
+
+#[derive(SimpleObject)]
+pub struct CommentPayload {
+    pub comment: Option<Comment>,
+    pub version: i32,
+    pub consistency_token: String,
+}
+
+#[derive(SimpleObject)]
+pub struct DeletePayload {
+    pub id: ID,
+    pub version: i32,
+    pub consistency_token: String,
+}
+
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub expires_in: i32,
+    pub user: Option<User>,
 }
 
 #[Object]
@@ -40,16 +127,201 @@ impl Mutation {
             display_name: input.display_name,
             password: Secret::new(input.password),
         };
-        let accepted = send(context, command).await?;
-        let pool = &context.data_unchecked::<Services>().pool;
-        let user = accepted
-            .read_back(users::by_id(pool, accepted.reply.stream_id))
-            .await?;
-        Ok(UserPayload {
-            user: user.map(User),
-            version: accepted.reply.version,
-            consistency_token: accepted.reply.consistency_token.to_string(),
-        })
+        user_payload(context, send(context, command).await?).await
+    }
+
+    async fn login(
+        &self,
+        context: &Context<'_>,
+        input: LoginInput,
+    ) -> Result<AuthPayload, ApiError> {
+        let command = Command::Login {
+            email: input.email,
+            password: Secret::new(input.password),
+        };
+        auth_payload(context, send_only(context, command).await?).await
+    }
+
+    /// Rotates: the presented token is spent; presenting it again revokes the session.
+    async fn refresh_token(
+        &self,
+        context: &Context<'_>,
+        refresh_token: String,
+    ) -> Result<AuthPayload, ApiError> {
+        let command = Command::RefreshToken {
+            refresh_token: Secret::new(refresh_token),
+        };
+        auth_payload(context, send_only(context, command).await?).await
+    }
+
+    async fn logout(&self, context: &Context<'_>, refresh_token: String) -> Result<bool, ApiError> {
+        let command = Command::Logout {
+            refresh_token: Secret::new(refresh_token),
+        };
+        send_only(context, command).await?;
+        Ok(true)
+    }
+
+    async fn update_profile(
+        &self,
+        context: &Context<'_>,
+        input: UpdateProfileInput,
+    ) -> Result<UserPayload, ApiError> {
+        let bio = match input.bio {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(String::new()),
+            MaybeUndefined::Value(bio) => Some(bio),
+        };
+        let command = Command::UpdateProfile {
+            display_name: input.display_name,
+            bio,
+            expected_version: input.expected_version,
+        };
+        user_payload(context, send(context, command).await?).await
+    }
+
+    /// Admins only.
+    async fn change_role(
+        &self,
+        context: &Context<'_>,
+        input: ChangeRoleInput,
+    ) -> Result<UserPayload, ApiError> {
+        let command = Command::ChangeRole {
+            user_id: parse_id("userId", &input.user_id)?,
+            role: input.role.into(),
+            expected_version: input.expected_version,
+        };
+        user_payload(context, send(context, command).await?).await
+    }
+
+    /// The user themself, or an admin.
+    async fn deactivate_user(
+        &self,
+        context: &Context<'_>,
+        id: ID,
+        expected_version: Option<i32>,
+    ) -> Result<UserPayload, ApiError> {
+        let command = Command::DeactivateUser {
+            user_id: parse_id("id", &id)?,
+            expected_version,
+        };
+        user_payload(context, send(context, command).await?).await
+    }
+
+    /// Creates a draft.
+    async fn create_post(
+        &self,
+        context: &Context<'_>,
+        input: CreatePostInput,
+    ) -> Result<PostPayload, ApiError> {
+        let command = Command::CreatePost {
+            title: input.title,
+            body: input.body,
+            tags: input.tags,
+            slug: input.slug,
+        };
+        post_payload(context, send(context, command).await?).await
+    }
+
+    async fn edit_post(
+        &self,
+        context: &Context<'_>,
+        input: EditPostInput,
+    ) -> Result<PostPayload, ApiError> {
+        let command = Command::EditPost {
+            post_id: parse_id("id", &input.id)?,
+            title: input.title,
+            body: input.body,
+            tags: input.tags,
+            expected_version: input.expected_version,
+        };
+        post_payload(context, send(context, command).await?).await
+    }
+
+    async fn publish_post(
+        &self,
+        context: &Context<'_>,
+        id: ID,
+        expected_version: Option<i32>,
+    ) -> Result<PostPayload, ApiError> {
+        let command = Command::PublishPost {
+            post_id: parse_id("id", &id)?,
+            expected_version,
+        };
+        post_payload(context, send(context, command).await?).await
+    }
+
+    /// The author, a moderator or an admin.
+    async fn unpublish_post(
+        &self,
+        context: &Context<'_>,
+        id: ID,
+        expected_version: Option<i32>,
+    ) -> Result<PostPayload, ApiError> {
+        let command = Command::UnpublishPost {
+            post_id: parse_id("id", &id)?,
+            expected_version,
+        };
+        post_payload(context, send(context, command).await?).await
+    }
+
+    /// The author or an admin.
+    async fn delete_post(
+        &self,
+        context: &Context<'_>,
+        id: ID,
+        expected_version: Option<i32>,
+    ) -> Result<DeletePayload, ApiError> {
+        let command = Command::DeletePost {
+            post_id: parse_id("id", &id)?,
+            expected_version,
+        };
+        Ok(delete_payload(send(context, command).await?))
+    }
+
+    /// Published posts only; replies are one level deep.
+    async fn add_comment(
+        &self,
+        context: &Context<'_>,
+        input: AddCommentInput,
+    ) -> Result<CommentPayload, ApiError> {
+        let command = Command::AddComment {
+            post_id: parse_id("postId", &input.post_id)?,
+            body: input.body,
+            parent_id: input
+                .parent_id
+                .as_ref()
+                .map(|id| parse_id("parentId", id))
+                .transpose()?,
+        };
+        comment_payload(context, send(context, command).await?).await
+    }
+
+    async fn edit_comment(
+        &self,
+        context: &Context<'_>,
+        input: EditCommentInput,
+    ) -> Result<CommentPayload, ApiError> {
+        let command = Command::EditComment {
+            comment_id: parse_id("id", &input.id)?,
+            body: input.body,
+            expected_version: input.expected_version,
+        };
+        comment_payload(context, send(context, command).await?).await
+    }
+
+    /// The author, a moderator or an admin.
+    async fn delete_comment(
+        &self,
+        context: &Context<'_>,
+        id: ID,
+        expected_version: Option<i32>,
+    ) -> Result<DeletePayload, ApiError> {
+        let command = Command::DeleteComment {
+            comment_id: parse_id("id", &id)?,
+            expected_version,
+        };
+        Ok(delete_payload(send(context, command).await?))
     }
 }
 
@@ -61,34 +333,101 @@ struct Accepted {
     projected: bool,
 }
 
-impl Accepted {
-    /// The written entity, read back from the projections if they include it.
-    async fn read_back<Row>(
-        &self,
-        load: impl Future<Output = Result<Option<Row>, sqlx::Error>>,
-    ) -> Result<Option<Row>, ApiError> {
-        if !self.projected {
-            return Ok(None);
-        }
-        Ok(load.await?)
-    }
+async fn send_only(context: &Context<'_>, command: Command) -> Result<CommandReply, ApiError> {
+    services(context)
+        .commands
+        .send(&request(context).caller, command)
+        .await
 }
 
 async fn send(context: &Context<'_>, command: Command) -> Result<Accepted, ApiError> {
-    let services = context.data_unchecked::<Services>();
-    let request = context.data_unchecked::<RequestContext>();
-    let reply = services.commands.send(&request.caller, command).await?;
-    let projected = services
-        .consistency
-        .wait_for(&reply.consistency_token, services.consistency.max_wait)
+    let reply = send_only(context, command).await?;
+    let consistency = &services(context).consistency;
+    let projected = consistency
+        .wait_for(&reply.consistency_token, consistency.max_wait)
         .await?;
     if !projected {
-        request
-            .notes
-            .lock()
-            .expect("notes are never poisoned")
-            .pending_writes
-            .push(reply.consistency_token.to_string());
+        request(context).note_pending_write(&reply.consistency_token);
     }
     Ok(Accepted { reply, projected })
+}
+
+fn token(reply: &CommandReply) -> String {
+    reply.consistency_token.to_string()
+}
+
+async fn user_payload(context: &Context<'_>, accepted: Accepted) -> Result<UserPayload, ApiError> {
+    let user = if accepted.projected {
+        load_user(context, accepted.reply.stream_id).await?
+    } else {
+        None
+    };
+    Ok(UserPayload {
+        user,
+        version: accepted.reply.version,
+        consistency_token: token(&accepted.reply),
+    })
+}
+
+async fn load_user(context: &Context<'_>, id: Uuid) -> Result<Option<User>, ApiError> {
+    Ok(request(context).loader().load_one(id).await?.map(User))
+}
+
+async fn post_payload(context: &Context<'_>, accepted: Accepted) -> Result<PostPayload, ApiError> {
+    // The writer reads back what they wrote, drafts included.
+    let post = if accepted.projected {
+        request(context)
+            .loader()
+            .load_one(loaders::PostId(accepted.reply.stream_id))
+            .await?
+            .map(Post)
+    } else {
+        None
+    };
+    Ok(PostPayload {
+        post,
+        version: accepted.reply.version,
+        consistency_token: token(&accepted.reply),
+    })
+}
+
+async fn comment_payload(
+    context: &Context<'_>,
+    accepted: Accepted,
+) -> Result<CommentPayload, ApiError> {
+    let comment = if accepted.projected {
+        request(context)
+            .loader()
+            .load_one(loaders::CommentId(accepted.reply.stream_id))
+            .await?
+            .map(Comment)
+    } else {
+        None
+    };
+    Ok(CommentPayload {
+        comment,
+        version: accepted.reply.version,
+        consistency_token: token(&accepted.reply),
+    })
+}
+
+fn delete_payload(accepted: Accepted) -> DeletePayload {
+    DeletePayload {
+        id: ID(accepted.reply.stream_id.to_string()),
+        version: accepted.reply.version,
+        consistency_token: token(&accepted.reply),
+    }
+}
+
+async fn auth_payload(context: &Context<'_>, reply: CommandReply) -> Result<AuthPayload, ApiError> {
+    let session = reply
+        .session
+        .ok_or_else(|| ApiError::internal("the command-service issued no session"))?;
+    Ok(AuthPayload {
+        access_token: session.access_token.expose().to_owned(),
+        refresh_token: session.refresh_token.expose().to_owned(),
+        token_type: session.token_type,
+        expires_in: i32::try_from(session.expires_in).unwrap_or(i32::MAX),
+        user: load_user(context, reply.stream_id).await?,
+    })
 }

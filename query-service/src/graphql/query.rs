@@ -1,8 +1,8 @@
 use async_graphql::{Context, ID, Object};
 use uuid::Uuid;
 
-use super::types::User;
-use super::{RequestContext, Services};
+use super::types::{Post, User, visible_post};
+use super::{RequestContext, Services, services};
 use crate::error::ApiError;
 use crate::read_models::users;
 
@@ -43,5 +43,27 @@ impl Query {
             }
         };
         Ok(row.map(User))
+    }
+
+    /// A post by id or slug (exactly one of them). Drafts only for their
+    /// author, moderators and admins.
+    async fn post(
+        &self,
+        context: &Context<'_>,
+        id: Option<ID>,
+        slug: Option<String>,
+    ) -> Result<Option<Post>, ApiError> {
+        match (id, slug) {
+            (Some(id), None) => visible_post(context, parse_id("id", &id)?).await,
+            (None, Some(slug)) => {
+                let Some(row) =
+                    crate::read_models::posts::by_slug(&services(context).pool, &slug).await?
+                else {
+                    return Ok(None);
+                };
+                visible_post(context, row.id).await
+            }
+            _ => Err(ApiError::bad_input("id", "give exactly one of id and slug")),
+        }
     }
 }

@@ -1,3 +1,5 @@
 //! Reading the read models. Every function here is one indexed read.
 
+pub mod comments;
+pub mod posts;
 pub mod users;

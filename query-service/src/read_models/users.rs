@@ -40,3 +40,15 @@ pub async fn by_handle(pool: &PgPool, handle: &str) -> Result<Option<UserRow>, s
     .fetch_optional(pool)
     .await
 }
+
+pub async fn by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, handle, display_name, bio, email, role, active, post_count, comment_count,
+                  joined_at, version
+           FROM users WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,67 @@
+//! Batched loading: every `author`, `post` or `parent` field resolved in one
+//! request is gathered into one `WHERE id = ANY(...)` query per type.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::read_models::comments::{self, CommentRow};
+use crate::read_models::posts::{self, PostRow};
+use crate::read_models::users::{self, UserRow};
+
+pub struct Rows {
+    pool: PgPool,
+}
+
+/// Errors are shared between every field that waited on the batch.
+pub type LoadError = Arc<sqlx::Error>;
+
+impl Loader<Uuid> for Rows {
+    type Value = UserRow;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, UserRow>, LoadError> {
+        let rows = users::by_ids(&self.pool, ids).await.map_err(Arc::new)?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+    }
+}
+
+/// Keys are typed, so one loader serves users, posts and comments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PostId(pub Uuid);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CommentId(pub Uuid);
+
+impl Loader<PostId> for Rows {
+    type Value = PostRow;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[PostId]) -> Result<HashMap<PostId, PostRow>, LoadError> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = posts::by_ids(&self.pool, &ids).await.map_err(Arc::new)?;
+        Ok(rows.into_iter().map(|row| (PostId(row.id), row)).collect())
+    }
+}
+
+impl Loader<CommentId> for Rows {
+    type Value = CommentRow;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[CommentId]) -> Result<HashMap<CommentId, CommentRow>, LoadError> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = comments::by_ids(&self.pool, &ids).await.map_err(Arc::new)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (CommentId(row.id), row))
+            .collect())
+    }
+}
+
+/// A fresh loader per request: its cache never outlives the request.
+pub fn per_request(pool: PgPool) -> DataLoader<Rows> {
+    DataLoader::new(Rows { pool }, tokio::spawn)
+}

@@ -1,0 +1,89 @@
+use async_graphql::{Context, Enum, ID, Object};
+use chrono::{DateTime, Utc};
+
+use super::User;
+use crate::error::ApiError;
+use crate::graphql::{loaders, request};
+use crate::read_models::posts::PostRow;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "PostStatus")]
+pub enum PostStatusValue {
+    Draft,
+    Published,
+}
+
+pub struct Post(pub PostRow);
+
+#[Object]
+impl Post {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn slug(&self) -> &str {
+        &self.0.slug
+    }
+
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+
+    /// Markdown source.
+    async fn body(&self) -> &str {
+        &self.0.body
+    }
+
+    async fn excerpt(&self) -> &str {
+        &self.0.excerpt
+    }
+
+    /// Drafts are visible only to their author, moderators and admins.
+    async fn status(&self) -> PostStatusValue {
+        if self.0.status == "PUBLISHED" {
+            PostStatusValue::Published
+        } else {
+            PostStatusValue::Draft
+        }
+    }
+
+    async fn tags(&self) -> &[String] {
+        &self.0.tags
+    }
+
+    async fn author(&self, context: &Context<'_>) -> Result<User, ApiError> {
+        let loader = request(context).loader();
+        loader
+            .load_one(self.0.author_id)
+            .await?
+            .map(User)
+            .ok_or_else(|| ApiError::unavailable("the post's author is not projected yet; retry"))
+    }
+
+    async fn comment_count(&self) -> i32 {
+        self.0.comment_count
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    async fn published_at(&self) -> Option<DateTime<Utc>> {
+        self.0.published_at
+    }
+
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+}
+
+/// Loads a post the viewer may see.
+pub async fn visible_post(context: &Context<'_>, id: uuid::Uuid) -> Result<Option<Post>, ApiError> {
+    let request = request(context);
+    let row = request.loader().load_one(loaders::PostId(id)).await?;
+    Ok(row.filter(|row| request.can_see(row)).map(Post))
+}

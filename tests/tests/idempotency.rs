@@ -1,0 +1,132 @@
+//! Idempotency-Key: a retried mutation returns the first outcome and appends
+//! nothing; the same key with another input is refused.
+
+use chronicle_tests::TestApp;
+use serde_json::json;
+
+const CREATE: &str = "mutation($input: CreatePostInput!) { createPost(input: $input) { post { id } version consistencyToken } }";
+
+async fn events(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM event_store.events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_mutation_returns_the_first_outcome_and_appends_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("ada").await;
+    let create = || {
+        app.graphql(CREATE)
+            .variables(json!({"input": {"title": "Once", "body": "Only once."}}))
+            .bearer(&session.access_token)
+            .header("idempotency-key", "create-once-1")
+            .send()
+    };
+    let first = create().await;
+    let before = events(&app).await;
+
+    let retried = create().await;
+
+    assert_eq!(retried.data()["createPost"], first.data()["createPost"]);
+    assert_eq!(events(&app).await, before);
+    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(posts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_with_one_key_append_once() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("ada").await;
+    let before = events(&app).await;
+    let attempts = (0..5).map(|_| {
+        app.graphql(CREATE)
+            .variables(json!({"input": {"title": "Once", "body": "Only once."}}))
+            .bearer(&session.access_token)
+            .header("idempotency-key", "same-key")
+            .send()
+    });
+    let responses = futures::future::join_all(attempts).await;
+    let ids: std::collections::HashSet<String> = responses
+        .iter()
+        .map(|response| {
+            response.data()["createPost"]["post"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every retry got the one outcome");
+    assert_eq!(events(&app).await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_with_another_input_is_a_conflict() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("ada").await;
+    let create = |title: &str| {
+        app.graphql(CREATE)
+            .variables(json!({"input": {"title": title, "body": "b"}}))
+            .bearer(&session.access_token)
+            .header("idempotency-key", "reused-key")
+            .send()
+    };
+    create("First").await.data();
+    let other = create("Second").await;
+    assert_eq!(other.error_code(), "CONFLICT");
+    assert!(
+        other.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_per_caller_and_expire() {
+    let app = TestApp::spawn().await;
+    let (_, ada) = app.signed_in("ada").await;
+    let (_, bob) = app.signed_in("bob").await;
+    let create = |token: &str| {
+        app.graphql(CREATE)
+            .variables(json!({"input": {"title": "Mine", "body": "b"}}))
+            .bearer(token)
+            .header("idempotency-key", "k1")
+            .send()
+    };
+    let by_ada = create(&ada.access_token).await;
+    let by_bob = create(&bob.access_token).await;
+    assert_ne!(
+        by_ada.data()["createPost"]["post"]["id"],
+        by_bob.data()["createPost"]["post"]["id"]
+    );
+
+    // Past its expiry (24 h by default) a key is forgotten: the command runs again.
+    sqlx::query("UPDATE event_store.idempotency_keys SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let again = create(&ada.access_token).await;
+    assert_ne!(
+        again.data()["createPost"]["post"]["id"],
+        by_ada.data()["createPost"]["post"]["id"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_key_is_bad_input() {
+    let app = TestApp::spawn().await;
+    let (_, ada) = app.signed_in("ada").await;
+    let response = app
+        .graphql(CREATE)
+        .variables(json!({"input": {"title": "t", "body": "b"}}))
+        .bearer(&ada.access_token)
+        .header("idempotency-key", &"k".repeat(256))
+        .send()
+        .await;
+    assert_eq!(response.error_code(), "BAD_USER_INPUT");
+}
