@@ -12,6 +12,8 @@ CREATE TABLE stream_versions (
     position    BIGINT      NOT NULL,
     applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- The highest applied position, for lag.
+CREATE INDEX stream_versions_position_idx ON stream_versions (position);
 
 CREATE TABLE users (
     id             UUID        PRIMARY KEY,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::dead_letters::{self, KafkaPosition};
 use crate::projections::{self, HandlerError};
-use crate::read_models::PROJECTION;
+use crate::read_models::{PROJECTION, SWAP_LOCK_KEY};
 
 /// One message of a batch, decoded or not.
 #[derive(Debug)]
@@ -101,23 +101,54 @@ pub async fn apply_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Outcome, A
 
 async fn attempt(pool: &PgPool, batch: &[Incoming], isolate: bool) -> Result<Outcome, Failure> {
     let mut transaction = pool.begin().await?;
+    // Shared with other batches; a rebuild's swap takes it exclusively, so no
+    // batch straddles the moment the read models are replaced.
+    sqlx::query!("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
+        .execute(&mut *transaction)
+        .await?;
+    let outcome = apply_within(&mut transaction, batch, isolate).await?;
+    transaction.commit().await?;
+    record_metrics(&outcome);
+    Ok(outcome)
+}
+
+/// Applies events inside the caller's transaction, each in a savepoint so a
+/// poison one is set aside: for a rebuild's catch-up, which must not fail.
+pub async fn catch_up(
+    connection: &mut PgConnection,
+    batch: &[Incoming],
+) -> Result<Outcome, ApplyError> {
+    match apply_within(connection, batch, true).await {
+        Ok(outcome) => Ok(outcome),
+        Err(Failure::Other(error)) => Err(error),
+        Err(Failure::Poison { error, .. }) => {
+            unreachable!("isolated attempts set poison aside: {error}")
+        }
+    }
+}
+
+async fn apply_within(
+    connection: &mut PgConnection,
+    batch: &[Incoming],
+    isolate: bool,
+) -> Result<Outcome, Failure> {
     let mut state = BatchState {
-        versions: load_versions(&mut transaction, batch).await?,
+        versions: load_versions(&mut *connection, batch).await?,
         ..BatchState::default()
     };
     for incoming in batch {
         match incoming {
             Incoming::Undecodable { at, error } => {
-                dead_letters::record_undecodable(&mut transaction, PROJECTION, *at, error).await?;
+                dead_letters::record_undecodable(&mut *connection, PROJECTION, *at, error).await?;
                 state.outcome.dead_lettered += 1;
             }
             Incoming::Event(event) if !isolate => {
-                apply_event(&mut transaction, &mut state, event).await?
+                apply_event(&mut *connection, &mut state, event).await?
             }
             Incoming::Event(event) => {
                 let before = state.versions.get(&event.stream_id).copied();
                 let announced = state.announced.len();
-                let mut savepoint = sqlx::Connection::begin(&mut *transaction).await?;
+                let mut savepoint = sqlx::Connection::begin(&mut *connection).await?;
                 match apply_event(&mut savepoint, &mut state, event).await {
                     Ok(()) => savepoint.commit().await?,
                     Err(Failure::Poison {
@@ -127,7 +158,7 @@ async fn attempt(pool: &PgPool, batch: &[Incoming], isolate: bool) -> Result<Out
                         savepoint.rollback().await?;
                         restore(&mut state, event.stream_id, before, announced);
                         dead_letters::record_event(
-                            &mut transaction,
+                            &mut *connection,
                             PROJECTION,
                             &poison,
                             &error.to_string(),
@@ -149,10 +180,8 @@ async fn attempt(pool: &PgPool, batch: &[Incoming], isolate: bool) -> Result<Out
             }
         }
     }
-    save_versions(&mut transaction, &state.versions).await?;
-    announce(&mut transaction, std::mem::take(&mut state.announced)).await?;
-    transaction.commit().await?;
-    record_metrics(&state.outcome);
+    save_versions(&mut *connection, &state.versions).await?;
+    announce(&mut *connection, std::mem::take(&mut state.announced)).await?;
     Ok(state.outcome)
 }
 

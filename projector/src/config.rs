@@ -16,6 +16,31 @@ pub enum Command {
     Serve,
     /// Apply migrations and create the read models if they do not exist.
     InitReadModels,
+    /// Rebuild projections from the event store beside the live ones, then
+    /// swap them in (the running projector does the work; this shows progress).
+    Replay {
+        #[arg(long, value_enum, default_value = "all")]
+        projection: ReplayTarget,
+        /// Build beside the live projection but do not make it live.
+        #[arg(long)]
+        no_swap: bool,
+        /// The running projector.
+        #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:8082")]
+        url: String,
+    },
+    /// Re-apply the dead letters (after a fix).
+    Redrive {
+        #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:8082")]
+        url: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ReplayTarget {
+    All,
+    ReadModels,
+    Search,
 }
 
 /// projector configuration, from the environment (or flags). The defaults
@@ -89,4 +114,33 @@ pub struct Config {
         global = true
     )]
     pub batch_size: usize,
+
+    /// A stable identity of this instance in its consumer group (Kafka static
+    /// membership): a restart takes its partitions back at once instead of
+    /// after the session timeout. Unique per instance; unset for dynamic membership.
+    #[arg(long, env = "PROJECTOR_INSTANCE_ID", global = true)]
+    pub instance_id: Option<String>,
+
+    /// Directory of the search index (shared with query-service on this machine).
+    #[arg(
+        long,
+        env = "SEARCH_INDEX_DIR",
+        default_value = "data/search-index",
+        global = true
+    )]
+    pub search_index_dir: std::path::PathBuf,
+
+    /// Longest delay between a post change and its search index commit.
+    #[arg(
+        long,
+        env = "SEARCH_COMMIT_INTERVAL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub search_commit_interval_ms: u64,
+
+    /// The internal service credential: required by the admin API
+    /// (`projector replay`, `projector redrive`), sent by the CLI.
+    #[arg(long, env = "COMMAND_API_TOKEN", hide_env_values = true, global = true)]
+    pub service_token: Option<chronicle_schema::commands::Secret>,
 }

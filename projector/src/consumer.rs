@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, Incoming};
 use crate::dead_letters::KafkaPosition;
+use crate::rebuild::Projection;
+use crate::status::Failures;
 
 /// How long to wait for more messages once a batch has begun.
 const FILL_WAIT: Duration = Duration::from_millis(5);
@@ -29,14 +31,21 @@ pub struct ConsumerSettings {
     pub topic: String,
     pub group: String,
     pub batch_size: usize,
+    pub instance_id: Option<String>,
 }
 
-pub async fn run(settings: ConsumerSettings, pool: PgPool, shutdown: CancellationToken) {
+pub async fn run(
+    settings: ConsumerSettings,
+    pool: PgPool,
+    failures: Failures,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match consume(&settings, &pool, &shutdown).await {
+        match consume(&settings, &pool, &failures, &shutdown).await {
             Ok(()) => break,
             Err(error) => {
+                failures.record(Projection::ReadModels);
                 tracing::warn!(%error, retry_in = ?backoff, "event consumer failed; starting over");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -52,30 +61,36 @@ pub async fn run(settings: ConsumerSettings, pool: PgPool, shutdown: Cancellatio
 fn create_consumer(
     settings: &ConsumerSettings,
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    chronicle_platform::kafka::client_config(&settings.brokers)
+    let mut config = chronicle_platform::kafka::client_config(&settings.brokers);
+    config
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.wait.max.ms", "10")
-        .set("enable.partition.eof", "false")
-        .create()
+        .set("enable.partition.eof", "false");
+    if let Some(instance) = &settings.instance_id {
+        config.set("group.instance.id", instance);
+    }
+    config.create()
 }
 
 async fn consume(
     settings: &ConsumerSettings,
     pool: &PgPool,
+    failures: &Failures,
     shutdown: &CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let consumer = create_consumer(settings)?;
     consumer.subscribe(&[settings.topic.as_str()])?;
     tracing::info!(topic = %settings.topic, group = %settings.group, "consuming events");
     loop {
-        let messages = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            batch = next_batch(&consumer, settings.batch_size) => batch?,
+            message = consumer.recv() => message?.detach(),
         };
+        let messages = fill_batch(&consumer, first, settings.batch_size).await?;
         let batch: Vec<Incoming> = messages.iter().map(decode).collect();
         // Infrastructure failures retry the same batch; shutdown abandons it
         // uncommitted (it is redelivered to whoever consumes next).
@@ -87,6 +102,7 @@ async fn consume(
                     break;
                 }
                 Err(error) => {
+                    failures.record(Projection::ReadModels);
                     tracing::warn!(%error, retry_in = ?backoff, size = batch.len(), "could not apply batch");
                     metrics::counter!("chronicle_projector_batch_failures_total").increment(1);
                     tokio::select! {
@@ -101,12 +117,17 @@ async fn consume(
     }
 }
 
-/// Waits for one message, then takes whatever else arrives right away.
-async fn next_batch(
+/// Takes whatever else arrives right after `first`, up to `batch_size`.
+///
+/// Only `recv()` may be raced against a timer or shutdown (it is cancellation
+/// safe); a batch being filled must not be: dropping it would drop messages
+/// the consumer has already moved past.
+pub(crate) async fn fill_batch(
     consumer: &StreamConsumer,
+    first: OwnedMessage,
     batch_size: usize,
 ) -> Result<Vec<OwnedMessage>, rdkafka::error::KafkaError> {
-    let mut messages = vec![consumer.recv().await?.detach()];
+    let mut messages = vec![first];
     while messages.len() < batch_size {
         match tokio::time::timeout(FILL_WAIT, consumer.recv()).await {
             Ok(Ok(message)) => messages.push(message.detach()),
@@ -117,7 +138,7 @@ async fn next_batch(
     Ok(messages)
 }
 
-fn decode(message: &OwnedMessage) -> Incoming {
+pub(crate) fn decode(message: &OwnedMessage) -> Incoming {
     let headers = message.headers();
     let header = |name: &str| {
         headers.and_then(|headers| {

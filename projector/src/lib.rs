@@ -6,14 +6,19 @@
 //! events a handler cannot apply (`dead_letters`). The read models' DDL and
 //! generations are managed by `read_models`; the handlers are in `projections`.
 
+pub mod admin;
 pub mod apply;
+pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod dead_letters;
 pub mod markdown;
 pub mod projections;
 pub mod read_models;
+pub mod rebuild;
+pub mod search;
 pub mod startup;
+pub mod status;
 
 pub use config::Config;
 pub use startup::Application;

@@ -1,12 +1,23 @@
 use clap::Parser;
-use projector::config::{Cli, Command};
+use projector::cli::AdminClient;
+use projector::config::{Cli, Command, ReplayTarget};
+use projector::rebuild::Projection;
 use projector::{Application, read_models};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    chronicle_platform::telemetry::init("projector");
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.clone().unwrap_or(Command::Serve);
+    if matches!(command, Command::Serve | Command::InitReadModels) {
+        chronicle_platform::telemetry::init("projector");
+    }
+    let token = cli
+        .config
+        .service_token
+        .as_ref()
+        .map(|token| token.expose().to_owned())
+        .unwrap_or_default();
+    match command {
         Command::Serve => {
             let shutdown = chronicle_platform::shutdown::on_signal();
             let application = Application::build(cli.config).await?;
@@ -21,6 +32,45 @@ async fn main() -> anyhow::Result<()> {
             chronicle_platform::database::migrate(&cli.config.database_url).await?;
             read_models::ensure(&pool).await?;
             println!("migrations applied; read models ready");
+        }
+        Command::Replay {
+            projection,
+            no_swap,
+            url,
+        } => {
+            let client = AdminClient::new(&url, &token);
+            let projections = match projection {
+                ReplayTarget::All => vec![Projection::ReadModels, Projection::Search],
+                ReplayTarget::ReadModels => vec![Projection::ReadModels],
+                ReplayTarget::Search => vec![Projection::Search],
+            };
+            for projection in projections {
+                let done = client.replay(projection, !no_swap).await?;
+                let seconds = match (done.started_at, done.finished_at) {
+                    (Some(started), Some(finished)) => {
+                        (finished - started).num_milliseconds() as f64 / 1000.0
+                    }
+                    _ => 0.0,
+                };
+                println!(
+                    "{}: rebuilt from {} events in {seconds:.1} s ({:.0} events/s){}",
+                    done.projection,
+                    done.processed,
+                    done.processed as f64 / seconds.max(0.001),
+                    if no_swap {
+                        ", left beside the live one"
+                    } else {
+                        ", now live"
+                    },
+                );
+            }
+        }
+        Command::Redrive { url } => {
+            let report = AdminClient::new(&url, &token).redrive().await?;
+            println!(
+                "dead letters: {} re-applied, {} still failing, {} undecodable (skipped)",
+                report.redriven, report.still_failing, report.skipped
+            );
         }
     }
     Ok(())

@@ -7,6 +7,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 pub const PROJECTION: &str = "read_models";
+/// Held shared by every live batch and exclusively by a rebuild's swap.
+pub const SWAP_LOCK_KEY: i64 = 0x5357_4150_5245_4144; // "SWAPREAD"
 /// Serialises read-model bootstrap between projector instances.
 const BOOTSTRAP_LOCK_KEY: i64 = 0x5245_4144_4d4f_444c; // "READMODL"
 
@@ -60,19 +62,24 @@ pub async fn ensure(pool: &PgPool) -> Result<(), ReadModelError> {
     Ok(())
 }
 
-/// Creates `schema` and the read-model tables in it.
-async fn create_schema(
+/// Creates `schema` (replacing any leftover of an earlier attempt) and the
+/// read-model tables in it. The caller's search path is left as it was.
+pub(crate) async fn create_schema(
     connection: &mut sqlx::PgConnection,
     schema: &str,
 ) -> Result<(), sqlx::Error> {
     // Identifiers cannot be bound as parameters; `schema` is one of ours, never input.
     debug_assert!(schema.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+    let previous: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+        .fetch_one(&mut *connection)
+        .await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA {schema}; SET LOCAL search_path = {schema}; {READ_MODEL_DDL}"
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}; {READ_MODEL_DDL}"
     )))
     .execute(&mut *connection)
     .await?;
-    sqlx::raw_sql("SET LOCAL search_path = read")
+    sqlx::query("SELECT set_config('search_path', $1, false)")
+        .bind(previous)
         .execute(connection)
         .await?;
     Ok(())

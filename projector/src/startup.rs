@@ -1,18 +1,26 @@
 //! Building and running the projector service.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use chronicle_platform::database::{self, PoolSettings};
 use chronicle_platform::health::Health;
 use chronicle_platform::kafka;
+use chronicle_schema::commands::Secret;
+use chronicle_schema::search_schema::IndexLayout;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::consumer::{self, ConsumerSettings};
-use crate::read_models;
+use crate::read_models::{self, ReadModelError};
+use crate::rebuild::{Projection, RebuildOptions, Rebuilder};
+use crate::search::indexer::{self, IndexerSettings};
+use crate::status::{self, Failures};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -23,6 +31,11 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Database(#[from] database::DatabaseError),
+    #[error("cannot open the search index in {dir}: {source}")]
+    SearchIndex {
+        dir: std::path::PathBuf,
+        source: crate::search::SearchIndexError,
+    },
 }
 
 pub struct Application {
@@ -30,6 +43,7 @@ pub struct Application {
     listener: TcpListener,
     pool: PgPool,
     health: Health,
+    rebuilder: Rebuilder,
 }
 
 impl Application {
@@ -47,6 +61,19 @@ impl Application {
                 address: config.http_addr,
                 source,
             })?;
+        let layout = IndexLayout::new(&config.search_index_dir);
+        let live_index = indexer::open_live(&layout, &config.kafka_topic).map_err(|source| {
+            StartupError::SearchIndex {
+                dir: config.search_index_dir.clone(),
+                source,
+            }
+        })?;
+        let rebuilder = Rebuilder::new(
+            pool.clone(),
+            config.database_url.clone(),
+            layout,
+            Arc::new(Mutex::new(live_index)),
+        );
         let health = {
             let pool = pool.clone();
             let (brokers, topic) = (config.kafka_brokers.clone(), config.kafka_topic.clone());
@@ -62,6 +89,7 @@ impl Application {
             listener,
             pool,
             health,
+            rebuilder,
         })
     }
 
@@ -72,20 +100,36 @@ impl Application {
             .port()
     }
 
+    /// The rebuilder, for tests that rebuild without the admin API.
+    pub fn rebuilder(&self) -> Rebuilder {
+        self.rebuilder.clone()
+    }
+
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let Application {
             config,
             listener,
             pool,
             health,
+            rebuilder,
         } = self;
+        let admin = AdminState {
+            rebuilder: rebuilder.clone(),
+            pool: pool.clone(),
+            token_digest: config
+                .service_token
+                .as_ref()
+                .map(|token| Arc::new(admin::digest(Secret::expose(token)))),
+        };
         let background = tokio::spawn(run_background(
             config,
             pool.clone(),
             health.clone(),
+            rebuilder,
             shutdown.clone(),
         ));
         let router = Router::new()
+            .merge(admin::router(admin))
             .merge(health.router())
             .merge(chronicle_platform::metrics::router());
         let served = chronicle_platform::http::serve(
@@ -95,7 +139,7 @@ impl Application {
         )
         .await;
         shutdown.cancel();
-        // The consumer finishes and commits its batch before it stops.
+        // The consumers finish and commit their batches before they stop.
         let _ = background.await;
         pool.close().await;
         tracing::info!("projector stopped");
@@ -103,35 +147,81 @@ impl Application {
     }
 }
 
-async fn run_background(config: Config, pool: PgPool, health: Health, shutdown: CancellationToken) {
-    if !initialise(&config, &pool, &shutdown).await {
+async fn run_background(
+    config: Config,
+    pool: PgPool,
+    health: Health,
+    rebuilder: Rebuilder,
+    shutdown: CancellationToken,
+) {
+    if !initialise(&config, &pool, &rebuilder, &shutdown).await {
         return;
     }
     health.mark_started();
     tracing::info!("projector started");
+    let failures = Failures::default();
+    let status = tokio::spawn(status::run(
+        pool.clone(),
+        rebuilder.clone(),
+        rebuilder.live_index.clone(),
+        failures.clone(),
+        shutdown.clone(),
+    ));
+    let search = tokio::spawn(indexer::run(
+        IndexerSettings {
+            brokers: config.kafka_brokers.clone(),
+            topic: config.kafka_topic.clone(),
+            layout: rebuilder.layout.clone(),
+            commit_interval: Duration::from_millis(config.search_commit_interval_ms),
+            batch_size: config.batch_size,
+        },
+        pool.clone(),
+        rebuilder.live_index.clone(),
+        failures.clone(),
+        shutdown.clone(),
+    ));
     consumer::run(
         ConsumerSettings {
             brokers: config.kafka_brokers.clone(),
             topic: config.kafka_topic.clone(),
             group: config.consumer_group.clone(),
             batch_size: config.batch_size,
+            instance_id: config.instance_id.clone(),
         },
         pool,
+        failures,
         shutdown,
     )
     .await;
+    let _ = search.await;
+    let _ = status.await;
 }
 
-async fn initialise(config: &Config, pool: &PgPool, shutdown: &CancellationToken) -> bool {
+/// Migrations, the read models (rebuilt first when their DDL changed), and
+/// the topic, retried until they succeed or shutdown.
+async fn initialise(
+    config: &Config,
+    pool: &PgPool,
+    rebuilder: &Rebuilder,
+    shutdown: &CancellationToken,
+) -> bool {
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
             database::migrate(&config.database_url)
                 .await
                 .map_err(|error| error.to_string())?;
-            read_models::ensure(pool)
-                .await
-                .map_err(|error| error.to_string())?;
+            match read_models::ensure(pool).await {
+                Ok(()) => {}
+                Err(ReadModelError::Stale { built, current }) => {
+                    tracing::warn!(%built, %current, "the read models' DDL changed; rebuilding them before going live");
+                    rebuilder
+                        .run(Projection::ReadModels, RebuildOptions { swap: true })
+                        .await
+                        .map_err(|error| error.to_string())?;
+                }
+                Err(error) => return Err(error.to_string()),
+            }
             kafka::ensure_topic(
                 &config.kafka_brokers,
                 &config.kafka_topic,

@@ -56,6 +56,10 @@ pub struct Config {
     #[arg(long, env = "INTROSPECTION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub introspection_enabled: bool,
 
+    /// Directory of the search index the projector writes (on this machine).
+    #[arg(long, env = "SEARCH_INDEX_DIR", default_value = "data/search-index")]
+    pub search_index_dir: std::path::PathBuf,
+
     /// Largest request body; larger ones are refused (413) before parsing.
     #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,

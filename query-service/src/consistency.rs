@@ -6,13 +6,18 @@
 
 use std::time::Duration;
 
-use chronicle_schema::ConsistencyToken;
 use chronicle_schema::projected::{CHANNEL, Projected};
+use chronicle_schema::{ConsistencyToken, StreamType};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::search::SearchIndex;
+
+/// The projection name the projector's search indexer announces under.
+const SEARCH_PROJECTION: &str = "search";
 
 /// Re-check at least this often even without an announcement.
 const RECHECK: Duration = Duration::from_millis(250);
@@ -20,6 +25,7 @@ const RECHECK: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct Consistency {
     pool: PgPool,
+    search: SearchIndex,
     /// Bumped on every announcement.
     announcements: watch::Receiver<u64>,
     /// Every announcement, for subscriptions.
@@ -29,16 +35,32 @@ pub struct Consistency {
 
 impl Consistency {
     /// Starts listening for announcements in the background.
-    pub fn start(pool: PgPool, max_wait: Duration, shutdown: CancellationToken) -> Consistency {
+    pub fn start(
+        pool: PgPool,
+        search: SearchIndex,
+        max_wait: Duration,
+        shutdown: CancellationToken,
+    ) -> Consistency {
         let (counter, announcements) = watch::channel(0);
         let (projected, _) = broadcast::channel(1024);
-        tokio::spawn(listen(pool.clone(), counter, projected.clone(), shutdown));
+        tokio::spawn(listen(
+            pool.clone(),
+            search.clone(),
+            counter,
+            projected.clone(),
+            shutdown,
+        ));
         Consistency {
             pool,
+            search,
             announcements,
             projected,
             max_wait,
         }
+    }
+
+    pub fn search_index(&self) -> &SearchIndex {
+        &self.search
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Projected> {
@@ -56,17 +78,49 @@ impl Consistency {
         Ok(applied.is_some_and(|version| version >= token.version))
     }
 
-    /// Waits until the token's write is projected; `false` when `timeout` passed first.
+    /// Whether the search index includes the token's write (only post
+    /// streams are indexed: any other write is trivially included).
+    pub fn is_indexed(&self, token: &ConsistencyToken) -> bool {
+        token.stream_type != StreamType::Post
+            || self
+                .search
+                .indexed_version(token.stream_id)
+                .is_some_and(|version| version >= token.version)
+    }
+
+    /// Waits until the token's write is in the read models; `false` when
+    /// `timeout` passed first.
     pub async fn wait_for(
         &self,
         token: &ConsistencyToken,
         timeout: Duration,
     ) -> Result<bool, sqlx::Error> {
+        self.wait_until(timeout, Includes::ReadModels(token)).await
+    }
+
+    /// Waits until the token's write is in the search index.
+    pub async fn wait_for_search(
+        &self,
+        token: &ConsistencyToken,
+        timeout: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        self.wait_until(timeout, Includes::Search(token)).await
+    }
+
+    async fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: Includes<'_>,
+    ) -> Result<bool, sqlx::Error> {
         let deadline = Instant::now() + timeout.min(self.max_wait);
         let mut announcements = self.announcements.clone();
         announcements.mark_unchanged();
         loop {
-            if self.is_applied(token).await? {
+            let reached = match condition {
+                Includes::ReadModels(token) => self.is_applied(token).await?,
+                Includes::Search(token) => self.is_indexed(token),
+            };
+            if reached {
                 return Ok(true);
             }
             let now = Instant::now();
@@ -79,8 +133,16 @@ impl Consistency {
     }
 }
 
+/// What a wait waits for.
+#[derive(Clone, Copy)]
+enum Includes<'a> {
+    ReadModels(&'a ConsistencyToken),
+    Search(&'a ConsistencyToken),
+}
+
 async fn listen(
     pool: PgPool,
+    search: SearchIndex,
     counter: watch::Sender<u64>,
     projected: broadcast::Sender<Projected>,
     shutdown: CancellationToken,
@@ -96,12 +158,20 @@ async fn listen(
                     () = shutdown.cancelled() => return Ok::<(), sqlx::Error>(()),
                     notification = listener.recv() => notification?,
                 };
-                counter.send_modify(|count| *count += 1);
                 match serde_json::from_str::<Projected>(notification.payload()) {
                     Ok(announcement) => {
+                        // Reload before waking waiters, so they see the commit.
+                        if announcement.projection == SEARCH_PROJECTION {
+                            let search = search.clone();
+                            let _ = tokio::task::spawn_blocking(move || search.refresh()).await;
+                        }
+                        counter.send_modify(|count| *count += 1);
                         let _ = projected.send(announcement);
                     }
-                    Err(error) => tracing::warn!(%error, "unreadable projection announcement"),
+                    Err(error) => {
+                        counter.send_modify(|count| *count += 1);
+                        tracing::warn!(%error, "unreadable projection announcement");
+                    }
                 }
             }
         }
@@ -111,6 +181,7 @@ async fn listen(
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "projection announcements lost; reconnecting");
                 // Waiters re-check: whatever was announced meanwhile is missed.
+                search.refresh();
                 counter.send_modify(|count| *count += 1);
                 tokio::select! {
                     () = shutdown.cancelled() => return,

@@ -11,6 +11,8 @@ pub mod consistency;
 pub mod error;
 pub mod graphql;
 pub mod read_models;
+pub mod rest;
+pub mod search;
 pub mod startup;
 
 pub use config::Config;

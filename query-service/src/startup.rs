@@ -12,6 +12,8 @@ use crate::command_client::CommandClient;
 use crate::config::Config;
 use crate::consistency::Consistency;
 use crate::graphql::{self, Services};
+use crate::search::SearchIndex;
+use chronicle_schema::search_schema::IndexLayout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -75,6 +77,7 @@ impl Application {
             commands: commands.clone(),
             consistency: Consistency::start(
                 pool.clone(),
+                SearchIndex::new(IndexLayout::new(&config.search_index_dir)),
                 config.consistency_timeout(),
                 shutdown.clone(),
             ),
@@ -96,6 +99,7 @@ impl Application {
         health.mark_started();
         let schema = graphql::build_schema(services.clone(), config.introspection_enabled);
         let router = Router::new()
+            .merge(crate::rest::router(services.clone()))
             .merge(graphql::router(
                 schema,
                 services,

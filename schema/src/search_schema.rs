@@ -73,3 +73,94 @@ impl PostIndexSchema {
         }
     }
 }
+
+/// Where the index lives on disk: one directory per generation (a rebuild
+/// writes a new one beside the live one) and a `CURRENT` file naming the live
+/// generation, replaced atomically (write, then rename) on a swap.
+#[derive(Clone, Debug)]
+pub struct IndexLayout {
+    root: std::path::PathBuf,
+}
+
+impl IndexLayout {
+    pub fn new(root: impl Into<std::path::PathBuf>) -> IndexLayout {
+        IndexLayout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    pub fn generation_dir(&self, generation: u64) -> std::path::PathBuf {
+        self.root.join("generations").join(generation.to_string())
+    }
+
+    /// The live generation, if any was made live yet.
+    pub fn current(&self) -> std::io::Result<Option<u64>> {
+        match std::fs::read_to_string(self.root.join("CURRENT")) {
+            Ok(text) => Ok(text.trim().parse().ok()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Makes `generation` the live one, atomically for readers.
+    pub fn set_current(&self, generation: u64) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        let temporary = self.root.join(format!("CURRENT.{}", std::process::id()));
+        std::fs::write(&temporary, format!("{generation}\n"))?;
+        std::fs::rename(temporary, self.root.join("CURRENT"))
+    }
+
+    /// Generations on disk, oldest first.
+    pub fn generations(&self) -> std::io::Result<Vec<u64>> {
+        let mut generations = Vec::new();
+        match std::fs::read_dir(self.root.join("generations")) {
+            Ok(entries) => {
+                for entry in entries {
+                    if let Some(generation) = entry?
+                        .file_name()
+                        .to_str()
+                        .and_then(|name| name.parse().ok())
+                    {
+                        generations.push(generation);
+                    }
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        generations.sort_unstable();
+        Ok(generations)
+    }
+}
+
+/// What a commit of the index records: where each partition of the topic was
+/// consumed up to, so a restart resumes exactly there.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IndexCheckpoint {
+    pub topic: String,
+    /// Partition -> the next offset to consume.
+    pub offsets: std::collections::BTreeMap<i32, i64>,
+    /// The highest event position indexed, for lag.
+    #[serde(default)]
+    pub applied_position: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_generation_is_replaced_atomically_and_generations_are_listed() {
+        let root = std::env::temp_dir().join(format!("layout-{}", uuid::Uuid::new_v4()));
+        let layout = IndexLayout::new(&root);
+        assert_eq!(layout.current().unwrap(), None);
+        std::fs::create_dir_all(layout.generation_dir(1)).unwrap();
+        std::fs::create_dir_all(layout.generation_dir(2)).unwrap();
+        layout.set_current(2).unwrap();
+        assert_eq!(layout.current().unwrap(), Some(2));
+        assert_eq!(layout.generations().unwrap(), vec![1, 2]);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -12,12 +12,14 @@ use crate::kafka::{TestTopic, brokers};
 #[derive(Clone, Debug)]
 pub struct TestOptions {
     pub partitions: i32,
-    /// Start the projector (tests of the write side alone may not want it).
+    /// Start the projector in-process (tests of the write side alone, or of
+    /// the projector binary, may not want it).
     pub projector: bool,
     /// Run the outbox relay in the command-service.
     pub relay: bool,
     pub consistency_timeout_ms: u64,
     pub projector_batch_size: usize,
+    pub search_commit_interval_ms: u64,
 }
 
 impl Default for TestOptions {
@@ -28,6 +30,7 @@ impl Default for TestOptions {
             relay: true,
             consistency_timeout_ms: 10_000,
             projector_batch_size: 500,
+            search_commit_interval_ms: 100,
         }
     }
 }
@@ -48,9 +51,11 @@ pub struct TestApp {
     pub consumer_group: String,
     pub jwt_secret: String,
     pub command_api_token: String,
+    /// The search index directory (removed with the app).
+    pub search_index_dir: std::path::PathBuf,
     pub http: reqwest::Client,
     command_service: Running,
-    projector: Option<Running>,
+    projector: Option<(Running, projector::rebuild::Rebuilder)>,
     query_service: Running,
 }
 
@@ -60,7 +65,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: TestOptions) -> TestApp {
-        chronicle_platform::telemetry::init_with_default("tests", "warn,tower_http=error");
+        chronicle_platform::telemetry::init_with_default(
+            "tests",
+            "warn,tower_http=error,tantivy=error",
+        );
         let database = TestDatabase::create().await;
         let topic = TestTopic::create(options.partitions).await;
         let mut app = TestApp {
@@ -71,6 +79,8 @@ impl TestApp {
             consumer_group: format!("chronicle-projector-{}", uuid::Uuid::new_v4().simple()),
             jwt_secret: format!("test-jwt-{}", uuid::Uuid::new_v4()),
             command_api_token: format!("test-service-{}", uuid::Uuid::new_v4()),
+            search_index_dir: std::env::temp_dir()
+                .join(format!("chronicle-index-{}", uuid::Uuid::new_v4())),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -102,7 +112,18 @@ impl TestApp {
     }
 
     pub fn projector_url(&self) -> Option<&str> {
-        self.projector.as_ref().map(|running| running.url.as_str())
+        self.projector
+            .as_ref()
+            .map(|(running, _)| running.url.as_str())
+    }
+
+    /// The in-process projector's rebuilder.
+    pub fn rebuilder(&self) -> &projector::rebuild::Rebuilder {
+        &self
+            .projector
+            .as_ref()
+            .expect("this app runs a projector")
+            .1
     }
 
     /// A GraphQL request to the query-service.
@@ -132,23 +153,37 @@ impl TestApp {
         })
     }
 
-    async fn start_projector_service(&self) -> Running {
-        let cli = projector::config::Cli::try_parse_from([
-            "projector",
-            "--http-addr=127.0.0.1:0",
-            &format!("--database-url={}", self.database_url),
-            &format!("--kafka-brokers={}", brokers()),
-            &format!("--kafka-topic={}", self.topic),
-            &format!("--consumer-group={}", self.consumer_group),
-            &format!("--batch-size={}", self.options.projector_batch_size),
-        ])
-        .expect("a valid projector configuration");
+    /// The projector's settings for this app, as flags (for its binary too).
+    pub fn projector_args(&self) -> Vec<String> {
+        vec![
+            format!("--database-url={}", self.database_url),
+            format!("--kafka-brokers={}", brokers()),
+            format!("--kafka-topic={}", self.topic),
+            format!("--consumer-group={}", self.consumer_group),
+            format!("--batch-size={}", self.options.projector_batch_size),
+            format!("--search-index-dir={}", self.search_index_dir.display()),
+            format!(
+                "--search-commit-interval-ms={}",
+                self.options.search_commit_interval_ms
+            ),
+            format!("--service-token={}", self.command_api_token),
+        ]
+    }
+
+    async fn start_projector_service(&self) -> (Running, projector::rebuild::Rebuilder) {
+        let args = ["projector".to_owned(), "--http-addr=127.0.0.1:0".to_owned()]
+            .into_iter()
+            .chain(self.projector_args());
+        let cli =
+            projector::config::Cli::try_parse_from(args).expect("a valid projector configuration");
         let application = projector::Application::build(cli.config)
             .await
             .expect("build the projector");
-        spawn_service(application.port(), |shutdown| {
+        let rebuilder = application.rebuilder();
+        let running = spawn_service(application.port(), |shutdown| {
             application.run_until_stopped(shutdown)
-        })
+        });
+        (running, rebuilder)
     }
 
     async fn start_query_service(&self) -> Running {
@@ -163,6 +198,7 @@ impl TestApp {
                 "--consistency-timeout-ms={}",
                 self.options.consistency_timeout_ms
             ),
+            &format!("--search-index-dir={}", self.search_index_dir.display()),
         ])
         .expect("a valid query-service configuration");
         let application = query_service::Application::build(config)
@@ -194,7 +230,7 @@ impl TestApp {
 
     /// Stops the projector gracefully (it finishes and commits its batch).
     pub async fn stop_projector(&mut self) {
-        if let Some(running) = self.projector.take() {
+        if let Some((running, _)) = self.projector.take() {
             running.shutdown.cancel();
             let _ = running.task.await;
         }
@@ -202,15 +238,15 @@ impl TestApp {
 
     pub async fn start_projector(&mut self) {
         if self.projector.is_none() {
-            let running = self.start_projector_service().await;
+            let (running, rebuilder) = self.start_projector_service().await;
             wait_ready(&self.http, &running.url).await;
-            self.projector = Some(running);
+            self.projector = Some((running, rebuilder));
         }
     }
 
     async fn wait_ready(&self) {
         wait_ready(&self.http, &self.command_service.url).await;
-        if let Some(projector) = &self.projector {
+        if let Some((projector, _)) = &self.projector {
             wait_ready(&self.http, &projector.url).await;
         }
         wait_ready(&self.http, &self.query_service.url).await;
@@ -219,7 +255,7 @@ impl TestApp {
     /// Waits until every event in the store is applied to the read models.
     pub async fn drain(&self) {
         let pool = self.pool.clone();
-        crate::eventually(Duration::from_secs(30), "the projector to catch up", || {
+        crate::eventually(Duration::from_secs(60), "the projector to catch up", || {
             let pool = pool.clone();
             async move {
                 let behind: i64 = sqlx::query_scalar(
@@ -236,6 +272,41 @@ impl TestApp {
             }
         })
         .await;
+    }
+
+    /// Waits until the search index has every post at its latest version.
+    pub async fn drain_search(&self) {
+        let layout = chronicle_schema::search_schema::IndexLayout::new(&self.search_index_dir);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let latest: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
+                "SELECT stream_id, max(version) FROM event_store.events WHERE stream_type = 'post' GROUP BY stream_id",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .expect("read the post streams");
+            let indexed = crate::search::indexed_versions(&layout);
+            let behind: Vec<_> = latest
+                .iter()
+                .filter(|(id, version)| indexed.get(id) != Some(version))
+                .map(|(id, version)| (id, *version, indexed.get(id).copied()))
+                .collect();
+            if behind.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let all = crate::search::all_versions(&layout);
+                let duplicates: Vec<_> = behind.iter().map(|(id, _, _)| all.get(id)).collect();
+                panic!(
+                    "the search index did not catch up: {} of {} posts behind, e.g. (post, store version, indexed version) {:?}; indexed versions of those: {:?}",
+                    behind.len(),
+                    latest.len(),
+                    &behind[..behind.len().min(3)],
+                    &duplicates[..duplicates.len().min(3)]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -276,7 +347,7 @@ where
     }
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str) {
+pub(crate) async fn wait_ready(http: &reqwest::Client, url: &str) {
     let ready = format!("{url}/health/ready");
     crate::eventually(Duration::from_secs(60), &ready, || async {
         http.get(&ready)
@@ -291,10 +362,11 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.command_service.shutdown.cancel();
         self.query_service.shutdown.cancel();
-        if let Some(projector) = &self.projector {
+        if let Some((projector, _)) = &self.projector {
             projector.shutdown.cancel();
         }
         let (database, topic) = (self.database.clone(), self.topic.clone());
+        let _ = std::fs::remove_dir_all(&self.search_index_dir);
         // The test's runtime is going away; clean up on a runtime of our own.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()

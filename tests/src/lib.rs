@@ -7,6 +7,8 @@ mod app;
 mod database;
 mod graphql;
 mod kafka;
+pub mod search;
+pub mod workload;
 
 pub use app::{ServiceHandle, TestApp, TestOptions};
 pub use database::TestDatabase;

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle_schema::events::StoredEventRow;
+use chronicle_schema::events::{StoreCursor, read_committed};
 use chronicle_schema::{RecordedEvent, bus};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -55,20 +55,6 @@ enum RelayError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("stored event: {0}")]
     Decode(#[from] chronicle_schema::events::DecodeError),
-}
-
-/// The relay's position: everything at or before it is on Kafka.
-#[derive(Clone, Debug, PartialEq)]
-struct Cursor {
-    transaction_id: String,
-    position: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct RelayRow {
-    transaction_id: String,
-    #[sqlx(flatten)]
-    event: StoredEventRow,
 }
 
 pub struct Relay {
@@ -122,8 +108,8 @@ impl Relay {
                 return Ok(());
             }
             let batch =
-                fetch_safe_batch(&mut connection, &cursor, self.settings.batch_size).await?;
-            let Some(last) = batch.last() else {
+                read_committed(&mut connection, &cursor, None, self.settings.batch_size).await?;
+            let Some((last, _)) = batch.last() else {
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = self.wake.notified() => {}
@@ -131,13 +117,10 @@ impl Relay {
                 }
                 continue;
             };
-            let next = Cursor {
-                transaction_id: last.transaction_id.clone(),
-                position: last.event.position,
-            };
+            let next = last.clone();
             let events = batch
                 .into_iter()
-                .map(|row| RecordedEvent::try_from(row.event))
+                .map(|(_, row)| RecordedEvent::try_from(row))
                 .collect::<Result<Vec<_>, _>>()?;
             publish(&producer, &self.settings.topic, &events).await?;
             save_cursor(&mut connection, &next, events.len()).await?;
@@ -156,7 +139,7 @@ async fn try_lock(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
     .await
 }
 
-async fn load_cursor(connection: &mut PgConnection) -> Result<Cursor, sqlx::Error> {
+async fn load_cursor(connection: &mut PgConnection) -> Result<StoreCursor, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT transaction_id::text AS "transaction_id!", position
            FROM event_store.relay_cursor WHERE relay = $1"#,
@@ -164,46 +147,15 @@ async fn load_cursor(connection: &mut PgConnection) -> Result<Cursor, sqlx::Erro
     )
     .fetch_optional(connection)
     .await?;
-    Ok(row.map_or_else(
-        || Cursor {
-            transaction_id: "0".to_owned(),
-            position: 0,
-        },
-        |row| Cursor {
-            transaction_id: row.transaction_id,
-            position: row.position,
-        },
-    ))
-}
-
-/// The next committed events that no still-running transaction can precede.
-async fn fetch_safe_batch(
-    connection: &mut PgConnection,
-    cursor: &Cursor,
-    limit: i64,
-) -> Result<Vec<RelayRow>, sqlx::Error> {
-    // Not `query_as!`: the row flattens the shared event row type.
-    sqlx::query_as::<_, RelayRow>(
-        r#"SELECT transaction_id::text AS transaction_id,
-                  position, event_id, stream_id, stream_type, version, event_type,
-                  schema_version, payload, command_id, correlation_id, causation_id,
-                  actor_id, metadata, recorded_at
-           FROM event_store.events
-           WHERE (transaction_id, position) > ($1::text::xid8, $2)
-             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-           ORDER BY transaction_id, position
-           LIMIT $3"#,
-    )
-    .bind(&cursor.transaction_id)
-    .bind(cursor.position)
-    .bind(limit)
-    .fetch_all(connection)
-    .await
+    Ok(row.map_or_else(StoreCursor::start, |row| StoreCursor {
+        transaction_id: row.transaction_id,
+        position: row.position,
+    }))
 }
 
 async fn save_cursor(
     connection: &mut PgConnection,
-    cursor: &Cursor,
+    cursor: &StoreCursor,
     published: usize,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(

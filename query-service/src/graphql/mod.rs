@@ -3,7 +3,9 @@
 mod http;
 pub mod loaders;
 mod mutation;
+mod pagination;
 mod query;
+mod search;
 mod types;
 
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,11 @@ use crate::read_models::posts::PostRow;
 
 pub use http::router;
 pub use mutation::Mutation;
-pub use query::Query;
+pub use search::{SearchFilter, cursor_of, offset_after};
+
+/// The root query: the core reads and search.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Query(query::CoreQuery, search::SearchQuery);
 
 pub type ChronicleSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -109,7 +115,7 @@ pub struct ResponseNotes {
 }
 
 pub fn build_schema(services: Services, introspection: bool) -> ChronicleSchema {
-    let mut builder = Schema::build(Query, Mutation, EmptySubscription).data(services);
+    let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription).data(services);
     if !introspection {
         builder = builder.disable_introspection();
     }

@@ -2,4 +2,5 @@
 
 pub mod comments;
 pub mod posts;
+pub mod status;
 pub mod users;

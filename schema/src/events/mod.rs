@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub use comment::{CommentAdded, CommentDeleted, CommentEdited, CommentEvent};
 pub use post::{PostCreated, PostDeleted, PostEdited, PostEvent, PostPublished, PostUnpublished};
-pub use stored::StoredEventRow;
+pub use stored::{StoreCursor, StoredEventRow, horizon, read_committed};
 pub use user::{UserDeactivated, UserEvent, UserProfileUpdated, UserRegistered, UserRoleChanged};
 
 /// The kind of aggregate a stream belongs to.

@@ -53,3 +53,79 @@ impl TryFrom<StoredEventRow> for RecordedEvent {
         })
     }
 }
+
+/// A place in the event store's safe order: (transaction id, position).
+/// Everything at or before it has been read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreCursor {
+    /// An `xid8`, as text.
+    pub transaction_id: String,
+    pub position: i64,
+}
+
+impl StoreCursor {
+    pub fn start() -> StoreCursor {
+        StoreCursor {
+            transaction_id: "0".to_owned(),
+            position: 0,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CursorRow {
+    transaction_id: String,
+    #[sqlx(flatten)]
+    event: StoredEventRow,
+}
+
+/// The next committed events after `after`, in (transaction id, position)
+/// order, from transactions older than every one still running (or than
+/// `horizon`, an `xid8` as text, when given).
+///
+/// Sequences commit out of order, so `position > last` could pass over an
+/// event whose transaction commits late. Below the oldest running
+/// transaction, nothing can appear any more: what this returns is final, and
+/// a reader that keeps the last row's cursor misses nothing.
+pub async fn read_committed(
+    executor: impl sqlx::PgExecutor<'_>,
+    after: &StoreCursor,
+    horizon: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(StoreCursor, StoredEventRow)>, sqlx::Error> {
+    // Not `query_as!`: the row flattens the shared event row type.
+    let rows = sqlx::query_as::<_, CursorRow>(
+        r#"SELECT transaction_id::text AS transaction_id,
+                  position, event_id, stream_id, stream_type, version, event_type,
+                  schema_version, payload, command_id, correlation_id, causation_id,
+                  actor_id, metadata, recorded_at
+           FROM event_store.events
+           WHERE (transaction_id, position) > ($1::text::xid8, $2)
+             AND transaction_id < COALESCE($3::text::xid8, pg_snapshot_xmin(pg_current_snapshot()))
+           ORDER BY transaction_id, position
+           LIMIT $4"#,
+    )
+    .bind(&after.transaction_id)
+    .bind(after.position)
+    .bind(horizon)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let cursor = StoreCursor {
+                transaction_id: row.transaction_id,
+                position: row.event.position,
+            };
+            (cursor, row.event)
+        })
+        .collect())
+}
+
+/// The current horizon: transactions below it have all ended.
+pub async fn horizon(executor: impl sqlx::PgExecutor<'_>) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar::<_, String>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        .fetch_one(executor)
+        .await
+}

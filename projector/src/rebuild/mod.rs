@@ -1,0 +1,275 @@
+//! Rebuilding projections from the event store (not from Kafka, whose
+//! retention is finite), beside the live ones, with no downtime.
+//!
+//! Read models: the store is folded in memory (`model`) up to a horizon and
+//! written in bulk into a `read_next` schema (`bulk`), which then catches up
+//! with what was appended meanwhile. The swap takes the lock every live batch
+//! holds shared, catches up the last events, verifies the new tables against
+//! the live ones, and renames `read_next` to `read` and drops the old tables,
+//! all in one transaction (`tables`). Queries keep answering throughout: at
+//! the swap they wait a moment and then read the new tables.
+//!
+//! Search: a new index generation is built beside the live one and swapped
+//! in, in this process, while the live indexer is paused (`search`).
+
+pub mod bulk;
+pub mod digest;
+pub mod model;
+mod search;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chronicle_schema::search_schema::IndexLayout;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::search::indexer::SharedIndex;
+
+/// Events read from the store per query while folding.
+const READ_BATCH: i64 = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Projection {
+    ReadModels,
+    Search,
+}
+
+impl Projection {
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::ReadModels => crate::read_models::PROJECTION,
+            Projection::Search => crate::search::indexer::PROJECTION,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct RebuildOptions {
+    /// Make the rebuilt projection live; without, it is left beside the live
+    /// one (`read_next`, or an unused index generation) for inspection.
+    pub swap: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    pub projection: String,
+    /// REBUILDING, DONE or FAILED.
+    pub state: String,
+    pub phase: String,
+    pub processed: u64,
+    pub total: u64,
+    pub events_per_second: f64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("a rebuild of {0} is already running")]
+    AlreadyRunning(&'static str),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored event: {0}")]
+    Decode(#[from] chronicle_schema::events::DecodeError),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error(transparent)]
+    Index(#[from] crate::search::SearchIndexError),
+    #[error(transparent)]
+    Indexer(#[from] crate::search::indexer::IndexerError),
+    #[error("the rebuilt read models differ from the live ones: {0}")]
+    Mismatch(String),
+    #[error("rebuild task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("search index directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+pub struct Rebuilder {
+    pub(crate) pool: PgPool,
+    pub(crate) database_url: String,
+    pub layout: IndexLayout,
+    pub live_index: SharedIndex,
+    progress: Arc<Mutex<BTreeMap<&'static str, Progress>>>,
+}
+
+impl Rebuilder {
+    pub fn new(
+        pool: PgPool,
+        database_url: String,
+        layout: IndexLayout,
+        live_index: SharedIndex,
+    ) -> Rebuilder {
+        Rebuilder {
+            pool,
+            database_url,
+            layout,
+            live_index,
+            progress: Arc::default(),
+        }
+    }
+
+    pub fn progress(&self) -> Vec<Progress> {
+        self.progress
+            .lock()
+            .expect("progress is never poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_rebuilding(&self, projection: Projection) -> bool {
+        self.progress
+            .lock()
+            .expect("progress is never poisoned")
+            .get(projection.name())
+            .is_some_and(|progress| progress.state == "REBUILDING")
+    }
+
+    /// Starts a rebuild in the background; its progress is in `progress()`.
+    pub fn start(
+        &self,
+        projection: Projection,
+        options: RebuildOptions,
+    ) -> Result<(), RebuildError> {
+        self.begin(projection)?;
+        let rebuilder = self.clone();
+        tokio::spawn(async move {
+            let _ = rebuilder.execute(projection, options).await;
+        });
+        Ok(())
+    }
+
+    /// Rebuilds now and waits for the outcome.
+    pub async fn run(
+        &self,
+        projection: Projection,
+        options: RebuildOptions,
+    ) -> Result<Progress, RebuildError> {
+        self.begin(projection)?;
+        self.execute(projection, options).await
+    }
+
+    fn begin(&self, projection: Projection) -> Result<(), RebuildError> {
+        let mut progress = self.progress.lock().expect("progress is never poisoned");
+        if progress
+            .get(projection.name())
+            .is_some_and(|progress| progress.state == "REBUILDING")
+        {
+            return Err(RebuildError::AlreadyRunning(projection.name()));
+        }
+        progress.insert(
+            projection.name(),
+            Progress {
+                projection: projection.name().to_owned(),
+                state: "REBUILDING".to_owned(),
+                phase: "starting".to_owned(),
+                started_at: Some(Utc::now()),
+                ..Progress::default()
+            },
+        );
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        projection: Projection,
+        options: RebuildOptions,
+    ) -> Result<Progress, RebuildError> {
+        let tracker = Tracker {
+            rebuilder: self,
+            projection: projection.name(),
+            started: Instant::now(),
+        };
+        tracing::info!(
+            projection = projection.name(),
+            swap = options.swap,
+            "rebuild started"
+        );
+        let result = match projection {
+            Projection::ReadModels => tables::rebuild(self, &tracker, options).await,
+            Projection::Search => search::rebuild(self, &tracker, options).await,
+        };
+        let mut all = self.progress.lock().expect("progress is never poisoned");
+        let progress = all.entry(projection.name()).or_default();
+        progress.finished_at = Some(Utc::now());
+        match result {
+            Ok(()) => {
+                progress.state = "DONE".to_owned();
+                progress.phase = "done".to_owned();
+                tracing::info!(
+                    projection = projection.name(),
+                    events = progress.processed,
+                    events_per_second = progress.events_per_second,
+                    "rebuild finished"
+                );
+                Ok(progress.clone())
+            }
+            Err(error) => {
+                progress.state = "FAILED".to_owned();
+                progress.error = Some(error.to_string());
+                tracing::error!(projection = projection.name(), %error, "rebuild failed; the live projection is unchanged");
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Reports one rebuild's progress.
+pub(crate) struct Tracker<'a> {
+    rebuilder: &'a Rebuilder,
+    projection: &'static str,
+    started: Instant,
+}
+
+impl Tracker<'_> {
+    fn update(&self, change: impl FnOnce(&mut Progress)) {
+        let mut all = self
+            .rebuilder
+            .progress
+            .lock()
+            .expect("progress is never poisoned");
+        if let Some(progress) = all.get_mut(self.projection) {
+            change(progress);
+            let seconds = self.started.elapsed().as_secs_f64();
+            if seconds > 0.0 {
+                progress.events_per_second = progress.processed as f64 / seconds;
+            }
+        }
+    }
+
+    pub(crate) fn phase(&self, phase: &str) {
+        tracing::info!(projection = self.projection, phase, "rebuild phase");
+        self.update(|progress| progress.phase = phase.to_owned());
+    }
+
+    pub(crate) fn total(&self, total: u64) {
+        self.update(|progress| progress.total = total);
+    }
+
+    pub(crate) fn processed(&self, more: u64) {
+        self.update(|progress| {
+            progress.processed += more;
+            progress.total = progress.total.max(progress.processed);
+        });
+    }
+}
+
+/// How many events lie below the horizon (for progress).
+pub(crate) async fn count_below(pool: &PgPool, horizon: &str) -> Result<u64, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_store.events WHERE transaction_id < $1::text::xid8",
+    )
+    .bind(horizon)
+    .fetch_one(pool)
+    .await?;
+    Ok(count as u64)
+}

@@ -1,0 +1,127 @@
+//! One generation of the post index, opened for writing.
+
+use std::collections::BTreeMap;
+
+use chronicle_schema::search_schema::{IndexCheckpoint, IndexLayout, PostIndexSchema};
+use sha2::{Digest, Sha256};
+use tantivy::collector::DocSetCollector;
+use tantivy::query::AllQuery;
+use tantivy::schema::{OwnedValue, Value};
+use tantivy::{Index, IndexWriter, TantivyDocument, Term};
+use uuid::Uuid;
+
+use super::SearchPost;
+
+/// The writer's memory budget: small, the machine runs everything on 2 cores.
+const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchIndexError {
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("search index directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("search index: cannot open the directory: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error("search index: the commit payload is unreadable: {0}")]
+    Payload(#[from] serde_json::Error),
+}
+
+pub struct PostIndex {
+    index: Index,
+    writer: IndexWriter,
+    schema: PostIndexSchema,
+    generation: u64,
+    /// Changes written but not yet committed.
+    pending: usize,
+}
+
+impl PostIndex {
+    /// Opens `generation` under `layout`, creating it if it does not exist.
+    pub fn open(layout: &IndexLayout, generation: u64) -> Result<PostIndex, SearchIndexError> {
+        let directory = layout.generation_dir(generation);
+        std::fs::create_dir_all(&directory)?;
+        let schema = PostIndexSchema::build();
+        let mmap = tantivy::directory::MmapDirectory::open(&directory)?;
+        let index = Index::open_or_create(mmap, schema.schema.clone())?;
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
+        Ok(PostIndex {
+            index,
+            writer,
+            schema,
+            generation,
+            pending: 0,
+        })
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// The checkpoint of the last commit (empty for a new index).
+    pub fn checkpoint(&self) -> Result<IndexCheckpoint, SearchIndexError> {
+        match self.index.load_metas()?.payload {
+            Some(payload) => Ok(serde_json::from_str(&payload)?),
+            None => Ok(IndexCheckpoint::default()),
+        }
+    }
+
+    /// Replaces the post's document with its current state.
+    pub fn upsert(&mut self, post: &SearchPost) {
+        self.writer
+            .delete_term(Term::from_field_text(self.schema.id, &post.id.to_string()));
+        // An add only fails when the writer has already failed; commit reports that.
+        let _ = self.writer.add_document(post.to_document(&self.schema));
+        self.pending += 1;
+    }
+
+    /// Makes the changes durable and visible, with the checkpoint they reach.
+    pub fn commit(&mut self, checkpoint: &IndexCheckpoint) -> Result<(), SearchIndexError> {
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&serde_json::to_string(checkpoint)?);
+        prepared.commit()?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Every committed document, as sorted `(id, stored fields)` text: for
+    /// comparing a rebuilt index with a live one.
+    pub fn documents(&self) -> Result<BTreeMap<Uuid, String>, SearchIndexError> {
+        let reader = self.index.reader()?;
+        let searcher = reader.searcher();
+        let addresses = searcher.search(&AllQuery, &DocSetCollector)?;
+        let mut documents = BTreeMap::new();
+        for address in addresses {
+            let document: TantivyDocument = searcher.doc(address)?;
+            let mut fields: Vec<String> = document
+                .field_values()
+                .map(|(field, value)| {
+                    let name = self.schema.schema.get_field_name(field);
+                    let value: OwnedValue = value.as_value().into();
+                    format!("{name}={value:?}")
+                })
+                .collect();
+            fields.sort();
+            let id = document
+                .get_first(self.schema.id)
+                .and_then(|value| value.as_str())
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_default();
+            documents.insert(id, fields.join("\u{1f}"));
+        }
+        Ok(documents)
+    }
+
+    pub fn digest(&self) -> Result<String, SearchIndexError> {
+        let mut hasher = Sha256::new();
+        for (id, fields) in self.documents()? {
+            hasher.update(id.as_bytes());
+            hasher.update(fields.as_bytes());
+        }
+        Ok(format!("{:x}", hasher.finalize()))
+    }
+}

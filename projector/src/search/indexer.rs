@@ -1,0 +1,312 @@
+//! Following the bus into the search index.
+//!
+//! Partitions are assigned explicitly, at the offsets recorded in the index's
+//! last commit: the index is a local cache of its own, so it resumes exactly
+//! where it was committed, whatever any consumer group did. Commits are
+//! batched (at most `commit_interval` apart), and each is announced on the
+//! projection channel so readers reload and consistency waits wake.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chronicle_schema::events::StoredEventRow;
+use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected};
+use chronicle_schema::search_schema::{IndexCheckpoint, IndexLayout};
+use chronicle_schema::{RecordedEvent, StreamType};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{PostIndex, SearchIndexError, SearchPost};
+use crate::apply::Incoming;
+use crate::consumer::{decode, fill_batch};
+use crate::rebuild::Projection;
+use crate::status::Failures;
+
+pub const PROJECTION: &str = "search";
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct IndexerSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub layout: IndexLayout,
+    pub commit_interval: Duration,
+    pub batch_size: usize,
+}
+
+/// The live index and how far the bus has been read into it.
+pub struct LiveIndex {
+    pub index: PostIndex,
+    /// Partition -> next offset, for what has been written (committed or not).
+    pub offsets: BTreeMap<i32, i64>,
+    /// Posts written since the last commit, announced when it happens.
+    pub written: HashMap<Uuid, i32>,
+    pub topic: String,
+    pub last_commit: Instant,
+    /// Highest event position written; for lag reporting.
+    pub applied_position: i64,
+}
+
+pub type SharedIndex = Arc<Mutex<LiveIndex>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    #[error(transparent)]
+    Index(#[from] SearchIndexError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored event: {0}")]
+    Decode(#[from] chronicle_schema::events::DecodeError),
+    #[error("index task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Opens the live generation (creating generation 1 for a new index).
+pub fn open_live(layout: &IndexLayout, topic: &str) -> Result<LiveIndex, SearchIndexError> {
+    let generation = match layout.current()? {
+        Some(generation) => generation,
+        None => {
+            let index = PostIndex::open(layout, 1)?;
+            drop(index);
+            layout.set_current(1)?;
+            1
+        }
+    };
+    let index = PostIndex::open(layout, generation)?;
+    let checkpoint = index.checkpoint()?;
+    // A checkpoint of another topic says nothing about this one.
+    let (offsets, applied_position) = if checkpoint.topic == topic {
+        (checkpoint.offsets, checkpoint.applied_position)
+    } else {
+        (BTreeMap::new(), 0)
+    };
+    Ok(LiveIndex {
+        index,
+        offsets,
+        written: HashMap::new(),
+        topic: topic.to_owned(),
+        last_commit: Instant::now(),
+        applied_position,
+    })
+}
+
+impl LiveIndex {
+    pub fn checkpoint(&self) -> IndexCheckpoint {
+        IndexCheckpoint {
+            topic: self.topic.clone(),
+            offsets: self.offsets.clone(),
+            applied_position: self.applied_position,
+        }
+    }
+}
+
+/// Commits what is pending and announces it (no-op when nothing is).
+pub async fn commit(shared: &SharedIndex, pool: &PgPool) -> Result<(), IndexerError> {
+    let mut live = shared.clone().lock_owned().await;
+    if !live.index.has_pending() {
+        live.last_commit = Instant::now();
+        return Ok(());
+    }
+    let checkpoint = live.checkpoint();
+    tracing::debug!(?checkpoint.offsets, "committing the search index");
+    let written = std::mem::take(&mut live.written);
+    let mut live = tokio::task::spawn_blocking(move || {
+        let result = live.index.commit(&checkpoint);
+        (live, result)
+    })
+    .await
+    .map(|(live, result)| result.map(|()| live))??;
+    live.last_commit = Instant::now();
+    drop(live);
+    announce(pool, written).await?;
+    Ok(())
+}
+
+async fn announce(pool: &PgPool, written: HashMap<Uuid, i32>) -> Result<(), sqlx::Error> {
+    let projected = Projected {
+        projection: PROJECTION.to_owned(),
+        events: written
+            .into_iter()
+            .map(|(stream_id, version)| AppliedEvent {
+                event_type: "PostIndexed".to_owned(),
+                stream_id,
+                version,
+            })
+            .collect(),
+    };
+    for payload in projected.into_payloads() {
+        sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, payload)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The posts' current states, folded from their streams in the event store.
+pub async fn load_posts(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<SearchPost>, IndexerError> {
+    let rows = sqlx::query_as!(
+        StoredEventRow,
+        r#"SELECT position, event_id, stream_id, stream_type, version, event_type,
+                  schema_version, payload, command_id, correlation_id, causation_id,
+                  actor_id, metadata, recorded_at
+           FROM event_store.events
+           WHERE stream_id = ANY($1)
+           ORDER BY stream_id, version"#,
+        ids
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut posts: HashMap<Uuid, Option<SearchPost>> = HashMap::new();
+    for row in rows {
+        let event = RecordedEvent::try_from(row)?;
+        SearchPost::apply(posts.entry(event.stream_id).or_default(), &event);
+    }
+    Ok(posts.into_values().flatten().collect())
+}
+
+/// Writes the current state of `ids` into the live index (not yet committed).
+pub async fn write_posts(shared: &SharedIndex, posts: Vec<SearchPost>) -> Result<(), IndexerError> {
+    let mut live = shared.clone().lock_owned().await;
+    let live = tokio::task::spawn_blocking(move || {
+        for post in &posts {
+            tracing::debug!(post = %post.id, version = post.version, "indexing post");
+            live.index.upsert(post);
+            live.written.insert(post.id, post.version);
+        }
+        live
+    })
+    .await?;
+    drop(live);
+    Ok(())
+}
+
+pub async fn run(
+    settings: IndexerSettings,
+    pool: PgPool,
+    shared: SharedIndex,
+    failures: Failures,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match follow(&settings, &pool, &shared, &shutdown).await {
+            Ok(()) => break,
+            Err(error) => {
+                failures.record(Projection::Search);
+                tracing::warn!(%error, retry_in = ?backoff, "search indexer failed; starting over");
+                metrics::counter!("chronicle_search_indexer_failures_total").increment(1);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    // Finish: commit what was written, so a restart resumes after it.
+    if let Err(error) = commit(&shared, &pool).await {
+        tracing::warn!(%error, "could not commit the search index at shutdown");
+    }
+    tracing::info!("search indexer stopped");
+}
+
+async fn follow(
+    settings: &IndexerSettings,
+    pool: &PgPool,
+    shared: &SharedIndex,
+    shutdown: &CancellationToken,
+) -> Result<(), IndexerError> {
+    let consumer: StreamConsumer = chronicle_platform::kafka::client_config(&settings.brokers)
+        .set("group.id", format!("chronicle-search-{}", Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    assign(&consumer, settings, shared).await?;
+    loop {
+        let until_commit = {
+            let live = shared.lock().await;
+            settings
+                .commit_interval
+                .saturating_sub(live.last_commit.elapsed())
+        };
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(until_commit.max(Duration::from_millis(1))) => {
+                commit(shared, pool).await?;
+                continue;
+            }
+            message = consumer.recv() => message?.detach(),
+        };
+        let messages = fill_batch(&consumer, first, settings.batch_size).await?;
+        index_batch(pool, shared, &messages).await?;
+        let due = shared.lock().await.last_commit.elapsed() >= settings.commit_interval;
+        if due {
+            commit(shared, pool).await?;
+        }
+    }
+}
+
+/// Assigns every partition of the topic at the index's checkpoint.
+async fn assign(
+    consumer: &StreamConsumer,
+    settings: &IndexerSettings,
+    shared: &SharedIndex,
+) -> Result<(), IndexerError> {
+    let metadata = consumer.fetch_metadata(Some(&settings.topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|topic| topic.partitions().iter().map(|partition| partition.id()))
+        .collect();
+    let live = shared.lock().await;
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let offset = live
+            .offsets
+            .get(&partition)
+            .map_or(Offset::Beginning, |offset| Offset::Offset(*offset));
+        assignment.add_partition_offset(&settings.topic, partition, offset)?;
+    }
+    consumer.assign(&assignment)?;
+    tracing::info!(topic = %settings.topic, generation = live.index.generation(), "indexing posts for search");
+    Ok(())
+}
+
+async fn index_batch(
+    pool: &PgPool,
+    shared: &SharedIndex,
+    messages: &[rdkafka::message::OwnedMessage],
+) -> Result<(), IndexerError> {
+    let mut post_ids = HashSet::new();
+    let mut highest_position = 0;
+    for message in messages {
+        // An undecodable message is the read-model projector's dead letter;
+        // here it has nothing to index.
+        if let Incoming::Event(event) = decode(message) {
+            highest_position = highest_position.max(event.position);
+            if event.stream_type == StreamType::Post {
+                post_ids.insert(event.stream_id);
+            }
+        }
+    }
+    if !post_ids.is_empty() {
+        let ids: Vec<Uuid> = post_ids.into_iter().collect();
+        let posts = load_posts(pool, &ids).await?;
+        write_posts(shared, posts).await?;
+    }
+    let mut live = shared.lock().await;
+    for message in messages {
+        let next = live.offsets.entry(message.partition()).or_insert(0);
+        *next = (*next).max(message.offset() + 1);
+    }
+    live.applied_position = live.applied_position.max(highest_position);
+    Ok(())
+}

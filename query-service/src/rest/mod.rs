@@ -1,0 +1,25 @@
+//! REST beside GraphQL: `GET /search` and its OpenAPI document.
+
+mod search;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::graphql::Services;
+
+pub fn router(services: Services) -> Router {
+    Router::new()
+        .route("/search", get(search::search))
+        .route("/openapi.json", get(openapi))
+        .with_state(services)
+}
+
+/// The OpenAPI 3.1 description of the REST endpoints.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
