@@ -39,6 +39,8 @@ CREATE TABLE posts (
     excerpt              TEXT        NOT NULL,
     status               TEXT        NOT NULL,
     deleted              BOOLEAN     NOT NULL DEFAULT FALSE,
+    -- A deactivated author's posts are hidden from everyone but moderators.
+    author_active        BOOLEAN     NOT NULL DEFAULT TRUE,
     tags                 TEXT[]      NOT NULL DEFAULT '{}',
     author_id            UUID        NOT NULL,
     author_handle        TEXT        NOT NULL,

@@ -60,6 +60,14 @@ pub struct Config {
     #[arg(long, env = "SEARCH_INDEX_DIR", default_value = "data/search-index")]
     pub search_index_dir: std::path::PathBuf,
 
+    /// Deepest selection a query may nest (introspection needs about 12).
+    #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = 15)]
+    pub max_query_depth: usize,
+
+    /// Largest cost of a query (one per field selected).
+    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    pub max_query_complexity: usize,
+
     /// Largest request body; larger ones are refused (413) before parsing.
     #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,

@@ -9,6 +9,7 @@ pub mod command_client;
 pub mod config;
 pub mod consistency;
 pub mod error;
+pub mod freshness;
 pub mod graphql;
 pub mod read_models;
 pub mod rest;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::command_client::CommandClient;
 use crate::config::Config;
 use crate::consistency::Consistency;
+use crate::freshness::Freshness;
 use crate::graphql::{self, Services};
 use crate::search::SearchIndex;
 use chronicle_schema::search_schema::IndexLayout;
@@ -82,6 +83,7 @@ impl Application {
                 shutdown.clone(),
             ),
             access_tokens: AccessTokens::new(config.jwt_secret.expose(), config.access_token_ttl()),
+            freshness: Freshness::start(pool.clone(), shutdown.clone()),
         };
         let health = {
             let pool = pool.clone();
@@ -97,7 +99,14 @@ impl Application {
         };
         // Nothing to initialise: the projector owns the read models' schema.
         health.mark_started();
-        let schema = graphql::build_schema(services.clone(), config.introspection_enabled);
+        let schema = graphql::build_schema(
+            services.clone(),
+            graphql::Limits {
+                max_depth: config.max_query_depth,
+                max_complexity: config.max_query_complexity,
+                introspection: config.introspection_enabled,
+            },
+        );
         let router = Router::new()
             .merge(crate::rest::router(services.clone()))
             .merge(graphql::router(

@@ -10,7 +10,8 @@ pub async fn user_post_count(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"UPDATE users SET post_count = (
-             SELECT count(*) FROM posts WHERE author_id = $1 AND status = 'PUBLISHED' AND NOT deleted
+             SELECT count(*) FROM posts
+             WHERE author_id = $1 AND status = 'PUBLISHED' AND NOT deleted AND author_active
            ) WHERE id = $1"#,
         user_id
     )
@@ -65,7 +66,7 @@ pub async fn reply_count(
     Ok(())
 }
 
-/// Published posts per tag; a tag no published post carries disappears.
+/// Visible posts per tag; a tag no visible post carries disappears.
 pub async fn tags(connection: &mut PgConnection, names: &[String]) -> Result<(), sqlx::Error> {
     if names.is_empty() {
         return Ok(());
@@ -74,7 +75,7 @@ pub async fn tags(connection: &mut PgConnection, names: &[String]) -> Result<(),
         r#"WITH counted AS (
              SELECT tag.name, (
                SELECT count(*) FROM posts
-               WHERE tags @> ARRAY[tag.name] AND status = 'PUBLISHED' AND NOT deleted
+               WHERE tags @> ARRAY[tag.name] AND status = 'PUBLISHED' AND NOT deleted AND author_active
              )::int AS post_count
              FROM (SELECT DISTINCT name FROM UNNEST($1::text[]) AS names(name)) AS tag
            ), upserted AS (

@@ -21,9 +21,11 @@ pub async fn apply(
         PostEvent::Created(created) => {
             sqlx::query!(
                 r#"INSERT INTO posts (id, slug, title, body, excerpt, status, tags, author_id, author_handle,
-                                      author_display_name, comment_count, created_at, updated_at, version)
+                                      author_display_name, author_active, comment_count, created_at,
+                                      updated_at, version)
                    VALUES ($1, $2, $3, $4, $5, 'DRAFT', $6, $7, $8,
                            COALESCE((SELECT display_name FROM users WHERE id = $7), $8),
+                           COALESCE((SELECT active FROM users WHERE id = $7), TRUE),
                            (SELECT count(*) FROM comments WHERE post_id = $1 AND NOT deleted)::int,
                            $9, $9, $10)
                    ON CONFLICT (id) DO UPDATE

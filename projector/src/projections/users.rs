@@ -5,7 +5,7 @@ use chronicle_schema::events::UserEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{HandlerError, expect_one};
+use super::{HandlerError, counts, expect_one};
 
 pub async fn apply(
     connection: &mut PgConnection,
@@ -79,6 +79,18 @@ pub async fn apply(
             .execute(&mut *connection)
             .await?;
             expect_one(updated.rows_affected(), "user", recorded)?;
+            // Their posts disappear from public view, and from the counts.
+            let tags: Vec<String> = sqlx::query_scalar!(
+                r#"WITH hidden AS (
+                     UPDATE posts SET author_active = FALSE WHERE author_id = $1 RETURNING tags
+                   )
+                   SELECT DISTINCT UNNEST(tags) AS "tag!" FROM hidden"#,
+                id
+            )
+            .fetch_all(&mut *connection)
+            .await?;
+            counts::user_post_count(connection, id).await?;
+            counts::tags(connection, &tags).await?;
         }
     }
     Ok(())

@@ -49,20 +49,21 @@ async fn write_posts(connection: &mut PgConnection, model: &ReadModel) -> Result
     let posts: Vec<_> = model.posts.values().collect();
     for chunk in posts.chunks(CHUNK) {
         sqlx::query!(
-            r#"INSERT INTO posts (id, slug, title, body, excerpt, status, deleted, tags, author_id,
+            r#"INSERT INTO posts (id, slug, title, body, excerpt, status, deleted, author_active, tags, author_id,
                                   author_handle, author_display_name, comment_count, created_at,
                                   updated_at, published_at, version)
-               SELECT id, slug, title, body, excerpt, status, deleted,
+               SELECT id, slug, title, body, excerpt, status, deleted, author_active,
                       -- Tags are [a-z0-9-]: a comma never occurs inside one.
                       CASE WHEN tags = '' THEN '{}'::text[] ELSE string_to_array(tags, ',') END,
                       author_id, author_handle, author_display_name, comment_count, created_at,
                       updated_at, published_at, version
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                            $7::bool[], $8::text[], $9::uuid[], $10::text[], $11::text[], $12::int4[],
-                           $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::int4[])
+                           $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::int4[],
+                           $17::bool[])
                     AS new(id, slug, title, body, excerpt, status, deleted, tags, author_id,
                            author_handle, author_display_name, comment_count, created_at,
-                           updated_at, published_at, version)"#,
+                           updated_at, published_at, version, author_active)"#,
             &chunk.iter().map(|post| post.id).collect::<Vec<_>>(),
             &chunk.iter().map(|post| post.slug.clone()).collect::<Vec<_>>(),
             &chunk.iter().map(|post| post.title.clone()).collect::<Vec<_>>(),
@@ -79,6 +80,7 @@ async fn write_posts(connection: &mut PgConnection, model: &ReadModel) -> Result
             &chunk.iter().map(|post| post.updated_at).collect::<Vec<_>>(),
             &chunk.iter().map(|post| post.published_at).collect::<Vec<_>>() as &[Option<chrono::DateTime<chrono::Utc>>],
             &chunk.iter().map(|post| post.version).collect::<Vec<_>>(),
+            &chunk.iter().map(|post| post.author_active).collect::<Vec<_>>(),
         )
         .execute(&mut *connection)
         .await?;

@@ -40,6 +40,7 @@ pub struct PostRow {
     pub excerpt: String,
     pub status: &'static str,
     pub deleted: bool,
+    pub author_active: bool,
     pub tags: Vec<String>,
     pub author_id: Uuid,
     pub author_handle: String,
@@ -168,6 +169,7 @@ impl ReadModel {
                             excerpt: excerpt(&created.body),
                             status: existing.as_ref().map_or("DRAFT", |post| post.status),
                             deleted: existing.as_ref().is_some_and(|post| post.deleted),
+                            author_active: true,
                             tags: created.tags.clone(),
                             author_id: created.author_id,
                             author_handle: created.author_handle.clone(),
@@ -254,10 +256,16 @@ impl ReadModel {
     /// Computes what the live handlers keep recomputed: counts, tags, and the
     /// author names copied into posts.
     pub fn finish(&mut self) {
+        for post in self.posts.values_mut() {
+            post.author_active = self
+                .users
+                .get(&post.author_id)
+                .is_none_or(|user| user.active);
+        }
         let mut posts_by_author: HashMap<Uuid, i32> = HashMap::new();
         self.tags.clear();
         for post in self.posts.values() {
-            if post.status == "PUBLISHED" && !post.deleted {
+            if post.status == "PUBLISHED" && !post.deleted && post.author_active {
                 *posts_by_author.entry(post.author_id).or_default() += 1;
                 for tag in dedup(&post.tags) {
                     *self.tags.entry(tag.clone()).or_default() += 1;

@@ -1,18 +1,23 @@
-//! GraphQL over HTTP: `POST /graphql`, `GET /graphql` (GraphiQL in a browser).
+//! GraphQL over HTTP (as the GraphQL-over-HTTP spec says): `POST /graphql`,
+//! `GET /graphql` for queries (GraphiQL for browsers), and subscriptions on
+//! `/graphql/ws` (graphql-transport-ws).
 //!
 //! Every error leaves here with `extensions.code` and `extensions.requestId`,
-//! whichever layer raised it.
+//! whichever layer raised it. Clients that accept
+//! `application/graphql-response+json` get request errors as 4xx statuses;
+//! `application/json` clients get 200, as that media type requires.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql::{Pos, ServerError, Value};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, Pos, ServerError, Value};
 use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use chronicle_platform::access_token::{TokenError, bearer};
@@ -27,6 +32,9 @@ use crate::read_models::users;
 
 pub const CONSISTENCY_TOKEN_HEADER: &str = "x-consistency-token";
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Ask for `extensions.diagnostics` (SQL statements the request ran).
+pub const DIAGNOSTICS_HEADER: &str = "x-query-diagnostics";
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 #[derive(Clone)]
 struct GraphqlState {
@@ -43,6 +51,7 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
         .with_state(GraphqlState {
             schema,
             services,
@@ -54,6 +63,26 @@ pub fn router(
         .layer(axum::middleware::map_response(coded_payload_too_large))
 }
 
+/// The response media type the client asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphqlResponseJson,
+    /// The legacy type, and the default when the client names neither.
+    Json,
+}
+
+fn media_type(headers: &HeaderMap) -> MediaType {
+    let accepts = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if accepts.contains(GRAPHQL_RESPONSE_JSON) {
+        MediaType::GraphqlResponseJson
+    } else {
+        MediaType::Json
+    }
+}
+
 /// The limit layer answers 413 in plain text; clients get the usual error shape.
 async fn coded_payload_too_large(response: Response) -> Response {
     if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
@@ -63,6 +92,7 @@ async fn coded_payload_too_large(response: Response) -> Response {
         ApiError::new(ErrorCode::BadUserInput, "the request body is too large"),
         StatusCode::PAYLOAD_TOO_LARGE,
         None,
+        MediaType::Json,
     )
 }
 
@@ -81,15 +111,9 @@ async fn graphql_post(
             ),
             StatusCode::BAD_REQUEST,
             request_id(&headers),
+            media_type(&headers),
         ),
     }
-}
-
-/// A request refused before execution, with an HTTP status that says why.
-fn refuse(error: ApiError, status: StatusCode, request_id: Option<String>) -> Response {
-    let mut response = respond(error_response(error), request_id);
-    *response.status_mut() = status;
-    response
 }
 
 async fn graphql_get(
@@ -103,7 +127,23 @@ async fn graphql_get(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
     match request {
-        Ok(request) if !wants_html => execute(&state, peer, &headers, request.into_inner()).await,
+        Ok(request) if !wants_html => {
+            let request = request.into_inner();
+            // GET must not change anything (a link or a prefetch could run it).
+            if operation_type(&request) == Some(OperationType::Mutation) {
+                let mut response = refuse(
+                    ApiError::new(ErrorCode::BadUserInput, "mutations are sent with POST"),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    request_id(&headers),
+                    media_type(&headers),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return response;
+            }
+            execute(&state, peer, &headers, request).await
+        }
         _ if state.graphiql => Html(
             GraphiQLSource::build()
                 .endpoint("/graphql")
@@ -116,8 +156,51 @@ async fn graphql_get(
             ApiError::new(ErrorCode::BadUserInput, "send a GraphQL query"),
             StatusCode::BAD_REQUEST,
             request_id(&headers),
+            media_type(&headers),
         ),
     }
+}
+
+/// The type of the operation the request would run (none if it does not parse).
+fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    let mut operations = document.operations.iter();
+    match &request.operation_name {
+        Some(name) => operations
+            .find(|(operation_name, _)| {
+                operation_name.is_some_and(|operation_name| operation_name.as_str() == name)
+            })
+            .map(|(_, operation)| operation.node.ty),
+        None => operations.next().map(|(_, operation)| operation.node.ty),
+    }
+}
+
+/// Subscriptions: each connection gets an anonymous request context (events
+/// are public), with a loader that batches but does not cache.
+async fn graphql_ws(
+    State(state): State<GraphqlState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let GraphqlState {
+        schema, services, ..
+    } = state;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |_payload| async move {
+                    let mut data = Data::default();
+                    data.insert(RequestContext::new(
+                        None,
+                        Caller::default(),
+                        None,
+                        services.pool.clone(),
+                    ));
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -134,14 +217,33 @@ async fn execute(
     request: async_graphql::Request,
 ) -> Response {
     let request_id = request_id(headers);
+    let media = media_type(headers);
     let context = match request_context(state, peer, headers, request_id.clone()).await {
         Ok(context) => context,
-        Err(error) => return respond(error_response(error), request_id),
+        Err(error) => {
+            let status =
+                StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return refuse(error, status, request_id, media);
+        }
     };
     let notes = context.notes.clone();
+    let diagnostics = headers
+        .contains_key(DIAGNOSTICS_HEADER)
+        .then(|| context.clone());
     let mut response = state.schema.execute(request.data(context)).await;
     add_notes(&mut response, &notes);
-    respond(response, request_id)
+    add_freshness(&mut response, &state.services.freshness, &notes);
+    if let Some(context) = diagnostics {
+        let mut fields = async_graphql::indexmap::IndexMap::new();
+        fields.insert(
+            async_graphql::Name::new("sqlStatements"),
+            Value::from(context.statements() as u64),
+        );
+        response
+            .extensions
+            .insert("diagnostics".to_owned(), Value::Object(fields));
+    }
+    respond(response, request_id, media, None)
 }
 
 /// Who asks and what they wait for; a bad token or header fails the request.
@@ -226,6 +328,16 @@ fn error_response(error: ApiError) -> async_graphql::Response {
     async_graphql::Response::from_errors(vec![error.into_server_error(Pos::default())])
 }
 
+/// A request refused before execution, with an HTTP status that says why.
+fn refuse(
+    error: ApiError,
+    status: StatusCode,
+    request_id: Option<String>,
+    media: MediaType,
+) -> Response {
+    respond(error_response(error), request_id, media, Some(status))
+}
+
 fn add_notes(response: &mut async_graphql::Response, notes: &Mutex<ResponseNotes>) {
     let notes = notes.lock().expect("notes are never poisoned");
     if !notes.pending_writes.is_empty() {
@@ -249,13 +361,72 @@ fn add_notes(response: &mut async_graphql::Response, notes: &Mutex<ResponseNotes
     }
 }
 
-/// Gives every error a code and the request id.
-fn respond(mut response: async_graphql::Response, request_id: Option<String>) -> Response {
-    let request_failed = response.data == Value::Null;
+/// How far behind the event store each projection the response read from is.
+fn add_freshness(
+    response: &mut async_graphql::Response,
+    freshness: &crate::freshness::Freshness,
+    notes: &Mutex<ResponseNotes>,
+) {
+    let touched_search = notes
+        .lock()
+        .expect("notes are never poisoned")
+        .touched_search;
+    let mut fields = async_graphql::indexmap::IndexMap::new();
+    let projections = [
+        ("readModels", "read_models", true),
+        ("search", "search", touched_search),
+    ];
+    for (name, projection, touched) in projections {
+        if let Some(projection) = freshness.of(projection).filter(|_| touched)
+            && let Ok(value) =
+                Value::from_json(serde_json::to_value(projection).unwrap_or_default())
+        {
+            fields.insert(async_graphql::Name::new(name), value);
+        }
+    }
+    if !fields.is_empty() {
+        response
+            .extensions
+            .insert("freshness".to_owned(), Value::Object(fields));
+    }
+}
+
+/// Gives every error a code and the request id, and picks the status.
+fn respond(
+    mut response: async_graphql::Response,
+    request_id: Option<String>,
+    media: MediaType,
+    refused: Option<StatusCode>,
+) -> Response {
+    // No data at all: the request failed as a whole (parse, validation, refusal).
+    let request_failed = response.data == Value::Null && !response.errors.is_empty();
     for error in &mut response.errors {
         tag_error(error, request_failed, request_id.as_deref());
     }
-    GraphQLResponse::from(response).into_response()
+    let status = match (refused, media) {
+        // A request that is not well-formed GraphQL over HTTP says so in any type.
+        (Some(status), _)
+            if status == StatusCode::BAD_REQUEST
+                || status == StatusCode::PAYLOAD_TOO_LARGE
+                || status == StatusCode::METHOD_NOT_ALLOWED =>
+        {
+            status
+        }
+        (Some(status), MediaType::GraphqlResponseJson) => status,
+        (None, MediaType::GraphqlResponseJson) if request_failed => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let content_type = match media {
+        MediaType::GraphqlResponseJson => GRAPHQL_RESPONSE_JSON,
+        MediaType::Json => "application/json",
+    };
+    match serde_json::to_vec(&response) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not serialise a GraphQL response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 fn tag_error(error: &mut ServerError, request_failed: bool, request_id: Option<&str>) {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use sqlx::PgPool;
@@ -14,6 +15,8 @@ use crate::read_models::users::{self, UserRow};
 
 pub struct Rows {
     pool: PgPool,
+    /// The request's statement count: each batch is one statement.
+    statements: Arc<AtomicUsize>,
 }
 
 /// Errors are shared between every field that waited on the batch.
@@ -24,6 +27,7 @@ impl Loader<Uuid> for Rows {
     type Error = LoadError;
 
     async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, UserRow>, LoadError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
         let rows = users::by_ids(&self.pool, ids).await.map_err(Arc::new)?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
@@ -42,6 +46,7 @@ impl Loader<PostId> for Rows {
 
     async fn load(&self, ids: &[PostId]) -> Result<HashMap<PostId, PostRow>, LoadError> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        self.statements.fetch_add(1, Ordering::Relaxed);
         let rows = posts::by_ids(&self.pool, &ids).await.map_err(Arc::new)?;
         Ok(rows.into_iter().map(|row| (PostId(row.id), row)).collect())
     }
@@ -53,6 +58,7 @@ impl Loader<CommentId> for Rows {
 
     async fn load(&self, ids: &[CommentId]) -> Result<HashMap<CommentId, CommentRow>, LoadError> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        self.statements.fetch_add(1, Ordering::Relaxed);
         let rows = comments::by_ids(&self.pool, &ids).await.map_err(Arc::new)?;
         Ok(rows
             .into_iter()
@@ -62,6 +68,6 @@ impl Loader<CommentId> for Rows {
 }
 
 /// A fresh loader per request: its cache never outlives the request.
-pub fn per_request(pool: PgPool) -> DataLoader<Rows> {
-    DataLoader::new(Rows { pool }, tokio::spawn)
+pub fn per_request(pool: PgPool, statements: Arc<AtomicUsize>) -> DataLoader<Rows> {
+    DataLoader::new(Rows { pool, statements }, tokio::spawn)
 }

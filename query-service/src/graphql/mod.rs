@@ -3,15 +3,19 @@
 mod http;
 pub mod loaders;
 mod mutation;
-mod pagination;
-mod query;
+pub mod pagination;
+pub mod query;
+#[cfg(test)]
+mod sdl_tests;
 mod search;
+mod subscription;
 mod types;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{EmptySubscription, Schema};
 use chronicle_platform::access_token::AccessTokens;
 use chronicle_schema::{ConsistencyToken, Role};
 use sqlx::PgPool;
@@ -29,7 +33,9 @@ pub use search::{SearchFilter, cursor_of, offset_after};
 #[derive(async_graphql::MergedObject, Default)]
 pub struct Query(query::CoreQuery, search::SearchQuery);
 
-pub type ChronicleSchema = Schema<Query, Mutation, EmptySubscription>;
+pub use subscription::Subscription;
+
+pub type ChronicleSchema = Schema<Query, Mutation, Subscription>;
 
 /// What resolvers share across requests.
 #[derive(Clone)]
@@ -38,6 +44,7 @@ pub struct Services {
     pub commands: CommandClient,
     pub consistency: Consistency,
     pub access_tokens: AccessTokens,
+    pub freshness: crate::freshness::Freshness,
 }
 
 /// The signed-in caller, from a verified access token.
@@ -56,6 +63,8 @@ pub struct RequestContext {
     /// Written by resolvers, read into the response's `extensions`.
     pub notes: Arc<Mutex<ResponseNotes>>,
     loader: Arc<DataLoader<loaders::Rows>>,
+    /// SQL statements run for this request (for `extensions.diagnostics`).
+    statements: Arc<AtomicUsize>,
 }
 
 impl RequestContext {
@@ -65,25 +74,38 @@ impl RequestContext {
         consistency_token: Option<ConsistencyToken>,
         pool: PgPool,
     ) -> RequestContext {
+        let statements = Arc::new(AtomicUsize::new(0));
         RequestContext {
             viewer,
             caller,
             consistency_token,
             notes: Arc::new(Mutex::new(ResponseNotes::default())),
-            loader: Arc::new(loaders::per_request(pool)),
+            loader: Arc::new(loaders::per_request(pool, statements.clone())),
+            statements,
         }
+    }
+
+    /// The read-model pool, for one statement (each read-model function runs one).
+    pub fn pool<'a>(&self, services: &'a Services) -> &'a PgPool {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        &services.pool
+    }
+
+    pub fn statements(&self) -> usize {
+        self.statements.load(Ordering::Relaxed)
     }
 
     pub fn loader(&self) -> &DataLoader<loaders::Rows> {
         &self.loader
     }
 
-    /// Drafts only to their author, moderators and admins; deleted posts to no one.
+    /// Drafts, and posts of deactivated authors, only to their author,
+    /// moderators and admins; deleted posts to no one.
     pub fn can_see(&self, post: &PostRow) -> bool {
         if post.deleted {
             return false;
         }
-        post.status == "PUBLISHED"
+        post.is_public()
             || self
                 .viewer
                 .is_some_and(|viewer| viewer.id == post.author_id || viewer.role.can_moderate())
@@ -112,12 +134,32 @@ pub fn services<'a>(context: &'a async_graphql::Context<'_>) -> &'a Services {
 pub struct ResponseNotes {
     /// Writes accepted whose read-back timed out: the read side is behind.
     pub pending_writes: Vec<String>,
+    /// The response read from the search index (not only the read models).
+    pub touched_search: bool,
 }
 
-pub fn build_schema(services: Services, introspection: bool) -> ChronicleSchema {
-    let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription).data(services);
-    if !introspection {
+/// Limits that keep one query from costing what a thousand should.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub introspection: bool,
+}
+
+pub fn build_schema(services: Services, limits: Limits) -> ChronicleSchema {
+    let mut builder = Schema::build(Query::default(), Mutation, Subscription)
+        .data(services)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity);
+    if !limits.introspection {
         builder = builder.disable_introspection();
     }
     builder.finish()
+}
+
+/// The schema as SDL, as checked in at `schema/api.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation, Subscription)
+        .finish()
+        .sdl()
 }

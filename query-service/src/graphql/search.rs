@@ -76,6 +76,11 @@ pub async fn run(context: &Context<'_>, search: SearchRequest) -> Result<SearchR
             ));
         }
     }
+    request(context)
+        .notes
+        .lock()
+        .expect("notes are never poisoned")
+        .touched_search = true;
     let index = services.consistency.search_index().clone();
     tokio::task::spawn_blocking(move || index.search(&search))
         .await
@@ -136,7 +141,7 @@ impl SearchQuery {
             // be a moment behind an unpublish or a deletion.
             let Some(row) = rows
                 .remove(&loaders::PostId(hit.id))
-                .filter(|row| row.is_published())
+                .filter(|row| row.is_public())
             else {
                 continue;
             };

@@ -1,6 +1,7 @@
 //! Reading the read models. Every function here is one indexed read.
 
 pub mod comments;
+pub mod lists;
 pub mod posts;
 pub mod status;
 pub mod users;

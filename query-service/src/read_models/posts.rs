@@ -11,6 +11,7 @@ pub struct PostRow {
     pub excerpt: String,
     pub status: String,
     pub deleted: bool,
+    pub author_active: bool,
     pub tags: Vec<String>,
     pub author_id: Uuid,
     pub author_handle: String,
@@ -23,15 +24,16 @@ pub struct PostRow {
 }
 
 impl PostRow {
-    pub fn is_published(&self) -> bool {
-        self.status == "PUBLISHED" && !self.deleted
+    /// What everyone may see: published, not deleted, by an active author.
+    pub fn is_public(&self) -> bool {
+        self.status == "PUBLISHED" && !self.deleted && self.author_active
     }
 }
 
 pub async fn by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<PostRow>, sqlx::Error> {
     sqlx::query_as!(
         PostRow,
-        r#"SELECT id, slug, title, body, excerpt, status, deleted, tags, author_id, author_handle,
+        r#"SELECT id, slug, title, body, excerpt, status, deleted, author_active, tags, author_id, author_handle,
                   author_display_name, comment_count, created_at, updated_at, published_at, version
            FROM posts WHERE id = ANY($1)"#,
         ids
@@ -43,7 +45,7 @@ pub async fn by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<PostRow>, sqlx::E
 pub async fn by_slug(pool: &PgPool, slug: &str) -> Result<Option<PostRow>, sqlx::Error> {
     sqlx::query_as!(
         PostRow,
-        r#"SELECT id, slug, title, body, excerpt, status, deleted, tags, author_id, author_handle,
+        r#"SELECT id, slug, title, body, excerpt, status, deleted, author_active, tags, author_id, author_handle,
                   author_display_name, comment_count, created_at, updated_at, published_at, version
            FROM posts WHERE slug = lower($1)"#,
         slug

@@ -3,6 +3,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Post, User};
 use crate::error::ApiError;
+use crate::graphql::pagination::{Listing, PageArgs};
 use crate::graphql::{loaders, request};
 use crate::read_models::comments::CommentRow;
 
@@ -10,7 +11,7 @@ pub struct Comment(pub CommentRow);
 
 #[Object]
 impl Comment {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
@@ -53,6 +54,22 @@ impl Comment {
             .load_one(loaders::CommentId(parent_id))
             .await?
             .map(Comment))
+    }
+
+    /// Replies to this comment, oldest first (replies have none).
+    async fn replies(
+        &self,
+        context: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Listing<Comment>, ApiError> {
+        super::thread(
+            context,
+            None,
+            Some(self.0.id),
+            PageArgs::forward(first, after),
+        )
+        .await
     }
 
     async fn created_at(&self) -> DateTime<Utc> {

@@ -1,9 +1,12 @@
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
-use super::User;
+use super::{Comment, User};
 use crate::error::ApiError;
+use crate::graphql::pagination::{Counted, Listing, PageArgs, connection, encode_cursor, position};
+use crate::graphql::services;
 use crate::graphql::{loaders, request};
+use crate::read_models::lists::{self, SortKey};
 use crate::read_models::posts::PostRow;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -17,7 +20,7 @@ pub struct Post(pub PostRow);
 
 #[Object]
 impl Post {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
@@ -64,6 +67,22 @@ impl Post {
         self.0.comment_count
     }
 
+    /// Top-level comments, oldest first.
+    async fn comments(
+        &self,
+        context: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Listing<Comment>, ApiError> {
+        thread(
+            context,
+            Some(self.0.id),
+            None,
+            PageArgs::forward(first, after),
+        )
+        .await
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -86,4 +105,29 @@ pub async fn visible_post(context: &Context<'_>, id: uuid::Uuid) -> Result<Optio
     let request = request(context);
     let row = request.loader().load_one(loaders::PostId(id)).await?;
     Ok(row.filter(|row| request.can_see(row)).map(Post))
+}
+
+/// A page of a thread: a post's top-level comments, or a comment's replies.
+pub async fn thread(
+    context: &Context<'_>,
+    post: Option<uuid::Uuid>,
+    parent: Option<uuid::Uuid>,
+    args: PageArgs,
+) -> Result<Listing<Comment>, ApiError> {
+    const KIND: &str = "comments";
+    let page = args.page(KIND)?;
+    let pool = request(context).pool(services(context));
+    let fetched = lists::comments(pool, post, parent, &page).await?;
+    Ok(connection(
+        &page,
+        fetched,
+        Counted::Comments { post, parent },
+        |comment| {
+            encode_cursor(
+                KIND,
+                &position(&SortKey::Time(Some(comment.created_at)), comment.id),
+            )
+        },
+        Comment,
+    ))
 }

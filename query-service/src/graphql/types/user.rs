@@ -2,7 +2,12 @@ use async_graphql::{Context, Enum, ID, Object};
 use chronicle_schema::Role;
 use chrono::{DateTime, Utc};
 
+use super::Post;
+use crate::error::ApiError;
 use crate::graphql::RequestContext;
+use crate::graphql::pagination::{Listing, PageArgs};
+use crate::graphql::query::{PostOrder, post_listing};
+use crate::read_models::lists::PostScope;
 use crate::read_models::users::UserRow;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -37,7 +42,7 @@ pub struct User(pub UserRow);
 
 #[Object]
 impl User {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
@@ -83,5 +88,25 @@ impl User {
     /// The stream version, for `expectedVersion`.
     async fn version(&self) -> i32 {
         self.0.version
+    }
+
+    /// Their published posts, newest first.
+    async fn posts(
+        &self,
+        context: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Listing<Post>, ApiError> {
+        let scope = PostScope {
+            author_id: Some(self.0.id),
+            ..PostScope::default()
+        };
+        post_listing(
+            context,
+            scope,
+            PostOrder::PublishedAtDesc,
+            PageArgs::forward(first, after),
+        )
+        .await
     }
 }
