@@ -84,21 +84,10 @@ impl CommandError {
 
 impl From<sqlx::Error> for CommandError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => CommandError::Unavailable(error),
-            sqlx::Error::Database(ref database_error)
-                if database_error
-                    .code()
-                    .is_some_and(|code| code.starts_with("57") || code.starts_with("08")) =>
-            {
-                // 57xxx: operator intervention (shutdown, cancel); 08xxx: connection.
-                CommandError::Unavailable(error)
-            }
-            other => CommandError::Internal(format!("database: {other}")),
+        if chronicle_platform::database::is_unavailable(&error) {
+            CommandError::Unavailable(error)
+        } else {
+            CommandError::Internal(format!("database: {error}"))
         }
     }
 }

@@ -22,5 +22,6 @@ async fn main() -> anyhow::Result<()> {
     let application = Application::build(config).await?;
     tracing::info!(port = application.port(), "command-service listening");
     application.run_until_stopped(shutdown).await?;
+    chronicle_platform::telemetry::flush();
     Ok(())
 }

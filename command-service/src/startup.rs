@@ -113,6 +113,7 @@ impl Application {
         } = self;
         let database_options =
             PgConnectOptions::from_str(&config.database_url).map_err(std::io::Error::other)?;
+        database::report_pool_usage(pool.clone(), "command-service", shutdown.clone());
         let background = tokio::spawn(run_background(
             config.clone(),
             database_options,
@@ -159,12 +160,17 @@ async fn run_background(
     }
     health.mark_started();
     tracing::info!("command-service started");
+    let pool_for_status = pool.clone();
     let purge = tokio::spawn(purge_expired(
         pool,
         Duration::from_secs(config.login_failure_window_seconds),
         shutdown.clone(),
     ));
     if config.relay_enabled {
+        let status = tokio::spawn(crate::outbox::status::run(
+            pool_for_status,
+            shutdown.clone(),
+        ));
         let relay = Relay::new(
             RelaySettings {
                 database: database_options,
@@ -175,6 +181,7 @@ async fn run_background(
             relay_wake,
         );
         relay.run(shutdown.clone()).await;
+        let _ = status.await;
     }
     let _ = purge.await;
 }

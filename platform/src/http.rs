@@ -11,6 +11,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
+use crate::trace_context;
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Adds request ids (echoed, generated when absent), a request span carrying
@@ -26,17 +28,23 @@ pub fn with_standard_layers(router: Router) -> Router {
                         // A 503 from a readiness probe is news, not an error.
                         .on_failure(DefaultOnFailure::new().level(Level::WARN))
                         .make_span_with(|request: &Request<_>| {
-                            let request_id = request
-                                .headers()
-                                .get(REQUEST_ID)
-                                .and_then(|value| value.to_str().ok())
-                                .unwrap_or_default();
-                            tracing::info_span!(
+                            let header = |name: &str| {
+                                request
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|value| value.to_str().ok())
+                            };
+                            let span = tracing::info_span!(
                                 "request",
                                 method = %request.method(),
                                 path = %request.uri().path(),
-                                request_id,
-                            )
+                                request_id = header(REQUEST_ID.as_str()).unwrap_or_default(),
+                                trace_id = tracing::field::Empty,
+                            );
+                            // Continue the caller's trace, if it sent one.
+                            trace_context::continue_from(&span, header(trace_context::TRACEPARENT));
+                            span.record("trace_id", trace_context::trace_id(&span));
+                            span
                         }),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),

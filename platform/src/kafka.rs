@@ -78,3 +78,64 @@ pub async fn ping(brokers: String, topic: String) -> Result<(), String> {
     .await
     .map_err(|error| format!("kafka check panicked: {error}"))?
 }
+
+/// Exports a consumer group's lag every few seconds, as
+/// `chronicle_kafka_consumer_lag{group, partition}`: the partition's high
+/// watermark minus the group's committed offset. Runs on a thread of its own
+/// (the calls block) with a client that only reads offsets.
+pub fn report_consumer_lag(
+    brokers: String,
+    topic: String,
+    group: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    std::thread::spawn(move || {
+        let client: Result<BaseConsumer, _> =
+            client_config(&brokers).set("group.id", &group).create();
+        let Ok(client) = client else { return };
+        while !shutdown.is_cancelled() {
+            if let Err(error) = report_lag_once(&client, &topic, &group) {
+                tracing::debug!(%error, "could not measure consumer lag");
+            }
+            for _ in 0..50 {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+}
+
+fn report_lag_once(
+    client: &BaseConsumer,
+    topic: &str,
+    group: &str,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let timeout = Duration::from_secs(2);
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in metadata
+        .topics()
+        .iter()
+        .flat_map(|topic| topic.partitions())
+    {
+        partitions.add_partition(topic, partition.id());
+    }
+    let committed = client.committed_offsets(partitions, timeout)?;
+    let mut total = 0;
+    for element in committed.elements() {
+        let (_, high) = client.fetch_watermarks(topic, element.partition(), timeout)?;
+        let committed = match element.offset() {
+            rdkafka::Offset::Offset(offset) => offset,
+            _ => 0,
+        };
+        let lag = (high - committed).max(0);
+        total += lag;
+        metrics::gauge!("chronicle_kafka_consumer_lag", "group" => group.to_owned(), "partition" => element.partition().to_string())
+            .set(lag as f64);
+    }
+    metrics::gauge!("chronicle_kafka_consumer_lag_total", "group" => group.to_owned())
+        .set(total as f64);
+    Ok(())
+}

@@ -12,6 +12,7 @@ use chronicle_schema::RecordedEvent;
 use chronicle_schema::events::{DecodeError, StoredEventRow};
 use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected};
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::dead_letters::{self, KafkaPosition};
@@ -226,7 +227,10 @@ async fn apply_one(
     state: &mut BatchState,
     event: &RecordedEvent,
 ) -> Result<(), Failure> {
-    if let Err(error) = projections::apply(connection, event).await {
+    // Continues the event's trace: request, command, relay, projection.
+    let span = tracing::info_span!("projector.apply", event_type = event.event.event_type(), stream_id = %event.stream_id, version = event.version);
+    chronicle_platform::trace_context::continue_from(&span, event.metadata.traceparent.as_deref());
+    if let Err(error) = projections::apply(connection, event).instrument(span).await {
         return Err(if error.is_poison() {
             Failure::Poison {
                 event: Box::new(event.clone()),

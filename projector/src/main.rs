@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
             let application = Application::build(cli.config).await?;
             tracing::info!(port = application.port(), "projector listening");
             application.run_until_stopped(shutdown).await?;
+            chronicle_platform::telemetry::flush();
         }
         Command::InitReadModels => {
             let pool = chronicle_platform::database::connect(

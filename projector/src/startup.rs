@@ -121,6 +121,13 @@ impl Application {
                 .as_ref()
                 .map(|token| Arc::new(admin::digest(Secret::expose(token)))),
         };
+        database::report_pool_usage(pool.clone(), "projector", shutdown.clone());
+        chronicle_platform::kafka::report_consumer_lag(
+            config.kafka_brokers.clone(),
+            config.kafka_topic.clone(),
+            config.consumer_group.clone(),
+            shutdown.clone(),
+        );
         let background = tokio::spawn(run_background(
             config,
             pool.clone(),

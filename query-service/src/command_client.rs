@@ -16,7 +16,6 @@ pub struct Caller {
     pub client_address: String,
     pub request_id: Option<String>,
     pub idempotency_key: Option<String>,
-    pub traceparent: Option<String>,
 }
 
 #[derive(Clone)]
@@ -91,12 +90,11 @@ impl CommandClient {
         if let Some(request_id) = &caller.request_id {
             set("x-request-id", request_id);
         }
-        if let Some(traceparent) = &caller.traceparent {
-            set("traceparent", traceparent);
-        }
         if let Some(bearer) = &caller.bearer {
             set(AUTHORIZATION.as_str(), &format!("Bearer {bearer}"));
         }
+        // The command continues this request's trace.
+        chronicle_platform::trace_context::inject_into(&mut headers);
         headers
     }
 

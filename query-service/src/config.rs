@@ -68,6 +68,31 @@ pub struct Config {
     #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
     pub max_query_complexity: usize,
 
+    /// Requests per minute from one client address (token bucket; bursts up to the same).
+    #[arg(long, env = "RATE_LIMIT_CLIENT_PER_MINUTE", default_value_t = std::num::NonZeroU32::new(600).expect("not zero"))]
+    pub rate_limit_client_per_minute: std::num::NonZeroU32,
+
+    /// Requests per minute from one signed-in user, wherever they come from.
+    #[arg(long, env = "RATE_LIMIT_USER_PER_MINUTE", default_value_t = std::num::NonZeroU32::new(1200).expect("not zero"))]
+    pub rate_limit_user_per_minute: std::num::NonZeroU32,
+
+    /// Take the client address from X-Forwarded-For (only behind a proxy you trust).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
+    /// Browser origins allowed to call the API (comma-separated; `*` for any).
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:3000,http://127.0.0.1:3000"
+    )]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Longest a request may take before it is answered 408.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
     /// Largest request body; larger ones are refused (413) before parsing.
     #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,

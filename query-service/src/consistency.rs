@@ -178,6 +178,8 @@ async fn listen(
         .await;
         match result {
             Ok(()) => return,
+            // Closed by shutdown: nothing was lost that anyone still waits for.
+            Err(_) if pool.is_closed() => return,
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "projection announcements lost; reconnecting");
                 // Waiters re-check: whatever was announced meanwhile is missed.

@@ -78,18 +78,7 @@ impl From<std::sync::Arc<sqlx::Error>> for ApiError {
 
 impl From<&sqlx::Error> for ApiError {
     fn from(error: &sqlx::Error) -> Self {
-        let unavailable = match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => true,
-            // 57xxx: shutdown or cancellation; 08xxx: connection failures.
-            sqlx::Error::Database(database_error) => database_error
-                .code()
-                .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
-            _ => false,
-        };
-        if unavailable {
+        if chronicle_platform::database::is_unavailable(error) {
             tracing::warn!(%error, "database unavailable");
             ApiError::unavailable("the database is unavailable; try again shortly")
         } else {

@@ -11,6 +11,7 @@ pub mod consistency;
 pub mod error;
 pub mod freshness;
 pub mod graphql;
+pub mod rate_limit;
 pub mod read_models;
 pub mod rest;
 pub mod search;

@@ -1,18 +1,24 @@
 //! Building and running the query-service.
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use chronicle_platform::access_token::AccessTokens;
 use chronicle_platform::database::{self, PoolSettings};
 use chronicle_platform::health::Health;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::command_client::CommandClient;
 use crate::config::Config;
 use crate::consistency::Consistency;
 use crate::freshness::Freshness;
 use crate::graphql::{self, Services};
+use crate::rate_limit::{self, RateLimits};
 use crate::search::SearchIndex;
 use chronicle_schema::search_schema::IndexLayout;
 
@@ -85,6 +91,7 @@ impl Application {
             access_tokens: AccessTokens::new(config.jwt_secret.expose(), config.access_token_ttl()),
             freshness: Freshness::start(pool.clone(), shutdown.clone()),
         };
+        database::report_pool_usage(pool.clone(), "query-service", shutdown.clone());
         let health = {
             let pool = pool.clone();
             Health::new()
@@ -107,7 +114,15 @@ impl Application {
                 introspection: config.introspection_enabled,
             },
         );
-        let router = Router::new()
+        let limits = RateLimits::new(
+            config.rate_limit_client_per_minute,
+            config.rate_limit_user_per_minute,
+            services.access_tokens.clone(),
+            config.trust_forwarded_for,
+            shutdown.clone(),
+        );
+        // The public API: rate-limited, CORS-checked, bounded in time.
+        let public = Router::new()
             .merge(crate::rest::router(services.clone()))
             .merge(graphql::router(
                 schema,
@@ -115,6 +130,17 @@ impl Application {
                 config.graphiql_enabled,
                 config.max_request_bytes,
             ))
+            .layer(axum::middleware::from_fn_with_state(
+                limits,
+                rate_limit::limit,
+            ))
+            .layer(cors(&config.cors_allowed_origins))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_millis(config.request_timeout_ms),
+            ));
+        let router = Router::new()
+            .merge(public)
             .merge(health.router())
             .merge(chronicle_platform::metrics::router());
         let served = chronicle_platform::http::serve(
@@ -138,4 +164,37 @@ async fn read_models_ready(pool: &PgPool) -> Result<(), String> {
         .map_err(|error| format!("postgres: {error}"))?
         .then_some(())
         .ok_or_else(|| "the read models do not exist yet (is the projector running?)".to_owned())
+}
+
+/// Browsers may call the API from these origins only.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-consistency-token"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600))
 }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,10 @@ pub struct TestOptions {
     pub consistency_timeout_ms: u64,
     pub projector_batch_size: usize,
     pub search_commit_interval_ms: u64,
+    /// Requests per minute per client, and per user, at the public API.
+    pub rate_limit_per_minute: (u32, u32),
+    /// Another Kafka than the shared one (a test's private broker).
+    pub kafka_brokers: Option<String>,
 }
 
 impl Default for TestOptions {
@@ -31,6 +36,9 @@ impl Default for TestOptions {
             consistency_timeout_ms: 10_000,
             projector_batch_size: 500,
             search_commit_interval_ms: 100,
+            // High enough that no other test meets it.
+            rate_limit_per_minute: (100_000, 100_000),
+            kafka_brokers: None,
         }
     }
 }
@@ -49,6 +57,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub topic: String,
     pub consumer_group: String,
+    /// The Kafka the services use.
+    pub brokers: String,
     pub jwt_secret: String,
     pub command_api_token: String,
     /// The search index directory (removed with the app).
@@ -70,13 +80,15 @@ impl TestApp {
             "warn,tower_http=error,tantivy=error",
         );
         let database = TestDatabase::create().await;
-        let topic = TestTopic::create(options.partitions).await;
+        let brokers = options.kafka_brokers.clone().unwrap_or_else(brokers);
+        let topic = TestTopic::create_on(&brokers, options.partitions).await;
         let mut app = TestApp {
             pool: database.pool(),
             database: database.name.clone(),
             database_url: database.url.clone(),
             topic: topic.name,
             consumer_group: format!("chronicle-projector-{}", uuid::Uuid::new_v4().simple()),
+            brokers,
             jwt_secret: format!("test-jwt-{}", uuid::Uuid::new_v4()),
             command_api_token: format!("test-service-{}", uuid::Uuid::new_v4()),
             search_index_dir: std::env::temp_dir()
@@ -137,7 +149,7 @@ impl TestApp {
             "command-service",
             "--http-addr=127.0.0.1:0",
             &format!("--database-url={}", self.database_url),
-            &format!("--kafka-brokers={}", brokers()),
+            &format!("--kafka-brokers={}", self.brokers),
             &format!("--kafka-topic={}", self.topic),
             &format!("--jwt-secret={}", self.jwt_secret),
             &format!("--command-api-token={}", self.command_api_token),
@@ -157,7 +169,7 @@ impl TestApp {
     pub fn projector_args(&self) -> Vec<String> {
         vec![
             format!("--database-url={}", self.database_url),
-            format!("--kafka-brokers={}", brokers()),
+            format!("--kafka-brokers={}", self.brokers),
             format!("--kafka-topic={}", self.topic),
             format!("--consumer-group={}", self.consumer_group),
             format!("--batch-size={}", self.options.projector_batch_size),
@@ -199,6 +211,15 @@ impl TestApp {
                 self.options.consistency_timeout_ms
             ),
             &format!("--search-index-dir={}", self.search_index_dir.display()),
+            &format!(
+                "--rate-limit-client-per-minute={}",
+                self.options.rate_limit_per_minute.0
+            ),
+            &format!(
+                "--rate-limit-user-per-minute={}",
+                self.options.rate_limit_per_minute.1
+            ),
+            "--cors-allowed-origins=https://blog.example.com",
         ])
         .expect("a valid query-service configuration");
         let application = query_service::Application::build(config)
@@ -274,8 +295,33 @@ impl TestApp {
         .await;
     }
 
-    /// Waits until the search index has every post at its latest version.
+    /// Waits until the search index has every post at its latest version,
+    /// and query-service's reader has loaded that commit (it reloads on the
+    /// projector's announcement, a moment after the commit is on disk).
     pub async fn drain_search(&self) {
+        let latest = self.drain_search_on_disk().await;
+        let seen_by_queries = latest.iter().map(|&(stream_id, version)| {
+            let token = chronicle_schema::consistency::ConsistencyToken {
+                stream_type: chronicle_schema::events::StreamType::Post,
+                stream_id,
+                version,
+            }
+            .to_string();
+            async move {
+                self.graphql("{ search(query: \"drain\", first: 1) { totalCount } }")
+                    .header("x-consistency-token", &token)
+                    .send()
+                    .await
+                    .data();
+            }
+        });
+        futures::stream::iter(seen_by_queries)
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    async fn drain_search_on_disk(&self) -> Vec<(uuid::Uuid, i32)> {
         let layout = chronicle_schema::search_schema::IndexLayout::new(&self.search_index_dir);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -292,7 +338,7 @@ impl TestApp {
                 .map(|(id, version)| (id, *version, indexed.get(id).copied()))
                 .collect();
             if behind.is_empty() {
-                return;
+                return latest;
             }
             if tokio::time::Instant::now() >= deadline {
                 let all = crate::search::all_versions(&layout);
@@ -365,7 +411,11 @@ impl Drop for TestApp {
         if let Some((projector, _)) = &self.projector {
             projector.shutdown.cancel();
         }
-        let (database, topic) = (self.database.clone(), self.topic.clone());
+        let (database, topic, brokers) = (
+            self.database.clone(),
+            self.topic.clone(),
+            self.brokers.clone(),
+        );
         let _ = std::fs::remove_dir_all(&self.search_index_dir);
         // The test's runtime is going away; clean up on a runtime of our own.
         let cleanup = std::thread::spawn(move || {
@@ -375,7 +425,11 @@ impl Drop for TestApp {
                 .expect("a cleanup runtime");
             runtime.block_on(async {
                 TestDatabase::drop_now(&database).await;
-                let _ = chronicle_platform::kafka::delete_topic(&brokers(), &topic).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    chronicle_platform::kafka::delete_topic(&brokers, &topic),
+                )
+                .await;
             });
         });
         let _ = cleanup.join();

@@ -178,3 +178,32 @@ async fn drop_stale_databases(admin: &mut PgConnection) {
         }
     }
 }
+
+/// Makes a database look restarted to its clients: their sessions are
+/// terminated and new ones refused, until `end` (as while Postgres is down).
+pub async fn begin_outage(name: &str) {
+    let mut admin = admin_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{name}" ALLOW_CONNECTIONS false"#
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("refuse connections");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(name)
+        .execute(&mut admin)
+        .await
+        .expect("terminate the sessions");
+    let _ = admin.close().await;
+}
+
+pub async fn end_outage(name: &str) {
+    let mut admin = admin_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{name}" ALLOW_CONNECTIONS true"#
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("allow connections");
+    let _ = admin.close().await;
+}

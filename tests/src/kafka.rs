@@ -17,8 +17,12 @@ pub struct TestTopic {
 
 impl TestTopic {
     pub async fn create(partitions: i32) -> TestTopic {
+        TestTopic::create_on(&brokers(), partitions).await
+    }
+
+    pub async fn create_on(brokers: &str, partitions: i32) -> TestTopic {
         let name = format!("chronicle-t-{}", uuid::Uuid::new_v4().simple());
-        chronicle_platform::kafka::ensure_topic(&brokers(), &name, partitions)
+        chronicle_platform::kafka::ensure_topic(brokers, &name, partitions)
             .await
             .unwrap_or_else(|error| {
                 panic!("cannot create a Kafka topic ({error}); run the tests with ./dev test")

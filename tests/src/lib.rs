@@ -4,6 +4,7 @@
 //! Kafka are real: `./dev test` starts them (or uses DATABASE_URL / KAFKA_BROKERS).
 
 mod app;
+pub mod broker;
 mod database;
 mod graphql;
 mod kafka;
@@ -11,7 +12,7 @@ pub mod search;
 pub mod workload;
 
 pub use app::{ServiceHandle, TestApp, TestOptions};
-pub use database::TestDatabase;
+pub use database::{TestDatabase, begin_outage, end_outage};
 pub use graphql::{GraphqlResponse, RegisteredUser, Session};
 pub use kafka::{BusMessage, TestTopic, publish, read_topic};
 

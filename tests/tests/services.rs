@@ -157,3 +157,121 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Passwords and tokens never reach the logs, even at the most verbose level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_token_is_ever_logged() {
+    let app = TestApp::spawn().await;
+    let bin_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let logs = std::env::temp_dir().join(format!("chronicle-logs-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let (command_port, query_port) = (free_port(), free_port());
+    let mut children = Vec::new();
+    for (service, port) in [
+        ("command-service", command_port),
+        ("query-service", query_port),
+    ] {
+        let output = std::fs::File::create(logs.join(format!("{service}.log"))).unwrap();
+        let child = tokio::process::Command::new(bin_dir.join(service))
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &app.database_url)
+            .env("KAFKA_TOPIC", &app.topic)
+            .env("JWT_SECRET", &app.jwt_secret)
+            .env("COMMAND_API_TOKEN", &app.command_api_token)
+            .env(
+                "COMMAND_SERVICE_URL",
+                format!("http://127.0.0.1:{command_port}"),
+            )
+            .env("RELAY_ENABLED", "false")
+            .env("CONSISTENCY_TIMEOUT_MS", "200")
+            .env("RUST_LOG", "trace")
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        children.push(child);
+        let ready = format!("http://127.0.0.1:{port}/health/ready");
+        chronicle_tests::eventually(Duration::from_secs(60), &ready, || async {
+            app.http
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success())
+        })
+        .await;
+    }
+    let graphql = format!("http://127.0.0.1:{query_port}/graphql");
+    let password = "Zebra-Secret-Passphrase-42";
+    let register = serde_json::json!({
+        "query": "mutation($input: RegisterUserInput!) { registerUser(input: $input) { version } }",
+        "variables": {"input": {"email": "ada@example.com", "handle": "ada", "displayName": "Ada", "password": password}},
+    });
+    app.http
+        .post(&graphql)
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    let login = serde_json::json!({
+        "query": "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken } }",
+        "variables": {"input": {"email": "ada@example.com", "password": password}},
+    });
+    let session: serde_json::Value = app
+        .http
+        .post(&graphql)
+        .json(&login)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = session["data"]["login"]["accessToken"]
+        .as_str()
+        .expect("signed in")
+        .to_owned();
+    let refresh = session["data"]["login"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refreshed = serde_json::json!({
+        "query": "mutation($token: String!) { refreshToken(refreshToken: $token) { accessToken } }",
+        "variables": {"token": refresh},
+    });
+    app.http
+        .post(&graphql)
+        .bearer_auth(&access)
+        .json(&refreshed)
+        .send()
+        .await
+        .unwrap();
+
+    for mut child in children {
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
+    let mut seen_lines = 0;
+    for service in ["command-service", "query-service"] {
+        let log = std::fs::read_to_string(logs.join(format!("{service}.log"))).unwrap();
+        seen_lines += log.lines().count();
+        for (what, secret) in [
+            ("password", password),
+            ("access token", &access),
+            ("refresh token", &refresh),
+        ] {
+            assert!(!log.contains(secret), "the {what} is in the {service} log");
+        }
+    }
+    assert!(
+        seen_lines > 50,
+        "the services logged at trace level ({seen_lines} lines)"
+    );
+    let _ = std::fs::remove_dir_all(logs);
+}

@@ -92,7 +92,6 @@ pub struct RequestContext {
     /// The end client's address, as the trusted forwarder reports it.
     pub client: String,
     pub request_id: Option<String>,
-    pub traceparent: Option<String>,
 }
 
 /// The stream a command wrote to and its version after the command.
@@ -132,7 +131,8 @@ impl Execution<'_> {
             correlation_id: self.envelope.correlation_id,
             causation_id: self.envelope.command_id,
             actor_id: actor.map(|actor| actor.id),
-            traceparent: self.request.traceparent.clone(),
+            // The command's span: the relay and the projector continue from it.
+            traceparent: chronicle_platform::trace_context::current_traceparent(),
         }
     }
 

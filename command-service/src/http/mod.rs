@@ -101,7 +101,6 @@ async fn execute(
             .map(str::to_owned),
         client: header(CLIENT_ADDRESS_HEADER).unwrap_or_else(|| "unknown".to_owned()),
         request_id: header(REQUEST_ID.as_str()),
-        traceparent: header("traceparent"),
     };
     let span = tracing::info_span!(
         "command",

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chronicle_platform::trace_context;
 use chronicle_schema::events::{StoreCursor, read_committed};
 use chronicle_schema::{RecordedEvent, bus};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -198,15 +199,23 @@ async fn publish(
     for event in events {
         let key = bus::key(event);
         let value = bus::value(event);
-        let headers =
-            bus::headers(event)
-                .into_iter()
-                .fold(OwnedHeaders::new(), |headers, (name, value)| {
-                    headers.insert(Header {
-                        key: name,
-                        value: Some(value.as_str()),
-                    })
-                });
+        // A span per event, continuing its command's trace, open until Kafka
+        // acknowledges it; the message carries it on to the projector.
+        let span = tracing::info_span!("relay.publish", stream_id = %event.stream_id, version = event.version);
+        trace_context::continue_from(&span, event.metadata.traceparent.as_deref());
+        let traceparent = trace_context::traceparent_of(&span);
+        let headers = bus::headers(event)
+            .into_iter()
+            .map(|(name, value)| match (name, &traceparent) {
+                (bus::TRACEPARENT, Some(traceparent)) => (name, traceparent.clone()),
+                _ => (name, value),
+            })
+            .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_str()),
+                })
+            });
         let record = FutureRecord::to(topic)
             .key(&key)
             .payload(&value)
@@ -214,9 +223,9 @@ async fn publish(
         let delivery = producer
             .send_result(record)
             .map_err(|(error, _)| RelayError::Kafka(error))?;
-        deliveries.push(delivery);
+        deliveries.push((delivery, span));
     }
-    for delivery in deliveries {
+    for (delivery, _span) in deliveries {
         match delivery.await {
             Ok(Ok(_)) => {}
             Ok(Err((error, _))) => return Err(RelayError::Kafka(error)),

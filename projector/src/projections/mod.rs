@@ -28,20 +28,10 @@ impl HandlerError {
             HandlerError::Inconsistent(_) => true,
             HandlerError::Database(sqlx::Error::Database(error)) => !error
                 .code()
-                .is_some_and(|code| is_transient_sqlstate(&code)),
+                .is_some_and(|code| chronicle_platform::database::is_transient_sqlstate(&code)),
             HandlerError::Database(_) => false,
         }
     }
-}
-
-/// SQLSTATE classes that describe the moment, not the statement: connection
-/// exceptions, transaction rollbacks (serialization, deadlock), insufficient
-/// resources, object not in prerequisite state (lock timeouts), operator
-/// intervention (shutdown, cancel), system errors.
-fn is_transient_sqlstate(code: &str) -> bool {
-    ["08", "40", "53", "55", "57", "58"]
-        .iter()
-        .any(|class| code.starts_with(class))
 }
 
 /// Applies one event to every read model it touches.

@@ -130,7 +130,7 @@ async fn graphql_get(
         Ok(request) if !wants_html => {
             let request = request.into_inner();
             // GET must not change anything (a link or a prefetch could run it).
-            if operation_type(&request) == Some(OperationType::Mutation) {
+            if operation(&request).is_some_and(|(kind, _)| kind == OperationType::Mutation) {
                 let mut response = refuse(
                     ApiError::new(ErrorCode::BadUserInput, "mutations are sent with POST"),
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -161,18 +161,35 @@ async fn graphql_get(
     }
 }
 
-/// The type of the operation the request would run (none if it does not parse).
-fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
+/// The operation the request would run (none if it does not parse): its type,
+/// and a label for metrics, its root fields (bounded by the schema, unlike
+/// client-chosen operation names), e.g. "posts,viewer".
+fn operation(request: &async_graphql::Request) -> Option<(OperationType, String)> {
     let document = async_graphql::parser::parse_query(&request.query).ok()?;
     let mut operations = document.operations.iter();
-    match &request.operation_name {
-        Some(name) => operations
-            .find(|(operation_name, _)| {
-                operation_name.is_some_and(|operation_name| operation_name.as_str() == name)
-            })
-            .map(|(_, operation)| operation.node.ty),
-        None => operations.next().map(|(_, operation)| operation.node.ty),
-    }
+    let (_, operation) = match &request.operation_name {
+        Some(name) => operations.find(|(operation_name, _)| {
+            operation_name.is_some_and(|operation_name| operation_name.as_str() == name)
+        }),
+        None => operations.next(),
+    }?;
+    let mut fields: Vec<&str> = operation
+        .node
+        .selection_set
+        .node
+        .items
+        .iter()
+        .filter_map(|selection| match &selection.node {
+            async_graphql::parser::types::Selection::Field(field) => {
+                Some(field.node.name.node.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
+    fields.truncate(3);
+    Some((operation.node.ty, fields.join(",")))
 }
 
 /// Subscriptions: each connection gets an anonymous request context (events
@@ -230,7 +247,24 @@ async fn execute(
     let diagnostics = headers
         .contains_key(DIAGNOSTICS_HEADER)
         .then(|| context.clone());
+    let (operation, kind) = match operation(&request) {
+        Some((OperationType::Query, label)) => (label, "query"),
+        Some((OperationType::Mutation, label)) => (label, "mutation"),
+        Some((OperationType::Subscription, label)) => (label, "subscription"),
+        None => ("unparsable".to_owned(), "unknown"),
+    };
+    let started = std::time::Instant::now();
     let mut response = state.schema.execute(request.data(context)).await;
+    let outcome = if response.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    };
+    metrics::counter!("chronicle_graphql_requests_total",
+        "operation" => operation.clone(), "type" => kind, "outcome" => outcome)
+    .increment(1);
+    metrics::histogram!("chronicle_graphql_request_duration_seconds", "operation" => operation, "type" => kind)
+        .record(started.elapsed().as_secs_f64());
     add_notes(&mut response, &notes);
     add_freshness(&mut response, &state.services.freshness, &notes);
     if let Some(context) = diagnostics {
@@ -281,7 +315,6 @@ async fn request_context(
         client_address: peer.ip().to_string(),
         request_id,
         idempotency_key: header(IDEMPOTENCY_KEY_HEADER).map(str::to_owned),
-        traceparent: header("traceparent").map(str::to_owned),
     };
     Ok(RequestContext::new(
         viewer,

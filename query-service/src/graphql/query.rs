@@ -331,6 +331,7 @@ impl CoreQuery {
                 lag_events: i32::try_from(row.lag_events).unwrap_or(i32::MAX),
                 lag_seconds: row.lag_seconds,
                 dead_letters: i32::try_from(row.dead_letters).unwrap_or(i32::MAX),
+                detail: row.detail,
             })
             .collect())
     }
@@ -342,9 +343,11 @@ const SILENT_AFTER_SECONDS: f64 = 15.0;
 #[derive(async_graphql::SimpleObject)]
 pub struct ProjectionStatus {
     pub name: String,
-    /// LIVE, CATCHING_UP, REBUILDING or FAILED.
+    /// LIVE, CATCHING_UP, REBUILDING or FAILED (the outbox: LIVE, CATCHING_UP or HELD).
     pub state: String,
     pub lag_events: i32,
     pub lag_seconds: f64,
     pub dead_letters: i32,
+    /// What holds it back, when something does (e.g. "held by xid 812, pid 4411, open 12 s").
+    pub detail: Option<String>,
 }

@@ -7,6 +7,7 @@ pub struct ProjectionStatusRow {
     pub lag_events: i64,
     pub lag_seconds: f64,
     pub dead_letters: i64,
+    pub detail: Option<String>,
     /// Seconds since the projector last reported.
     pub silent_for: f64,
 }
@@ -15,7 +16,7 @@ pub struct ProjectionStatusRow {
 pub async fn all(pool: &PgPool) -> Result<Vec<ProjectionStatusRow>, sqlx::Error> {
     sqlx::query_as!(
         ProjectionStatusRow,
-        r#"SELECT status.projection, status.state, status.lag_events, status.lag_seconds,
+        r#"SELECT status.projection, status.state, status.lag_events, status.lag_seconds, status.detail,
                   (SELECT count(*) FROM projector.dead_letters letters
                    WHERE letters.projection = status.projection AND letters.redriven_at IS NULL) AS "dead_letters!",
                   EXTRACT(EPOCH FROM now() - status.updated_at)::float8 AS "silent_for!"

@@ -1,0 +1,86 @@
+//! How far the outbox is behind, and what holds it back.
+//!
+//! The relay publishes only below the oldest transaction still running, so
+//! one long transaction anywhere on the cluster holds publishing back. This
+//! says which: "held by xid N, pid P, open 12 s", in metrics and in the
+//! `outbox` row of `projectionStatus`.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Held back longer than this, the outbox is reported HELD, not LIVE.
+const HELD_AFTER_SECONDS: f64 = 5.0;
+
+pub async fn run(pool: PgPool, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(error) = report(&pool).await {
+            tracing::debug!(%error, "could not report outbox status");
+        }
+    }
+}
+
+async fn report(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let lag = sqlx::query!(
+        r#"WITH cursor AS (
+             SELECT transaction_id, position FROM event_store.relay_cursor WHERE relay = 'main'
+           )
+           SELECT count(*) AS "events!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS "seconds!"
+           FROM event_store.events
+           WHERE (transaction_id, position) > COALESCE((SELECT (transaction_id, position) FROM cursor), ('0'::xid8, 0::bigint))"#
+    )
+    .fetch_one(pool)
+    .await?;
+    // The oldest transaction that has written anything: the one the relay waits for.
+    let oldest = sqlx::query!(
+        r#"SELECT pid AS "pid!", backend_xid::text AS "xid!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - xact_start)::float8, 0) AS "open_seconds!"
+           FROM pg_stat_activity
+           WHERE backend_xid IS NOT NULL
+           ORDER BY age(backend_xid) DESC
+           LIMIT 1"#
+    )
+    .fetch_optional(pool)
+    .await?;
+    metrics::gauge!("chronicle_outbox_lag_events").set(lag.events as f64);
+    metrics::gauge!("chronicle_outbox_lag_seconds").set(lag.seconds);
+    let open_seconds = oldest.as_ref().map_or(0.0, |oldest| oldest.open_seconds);
+    metrics::gauge!("chronicle_oldest_transaction_age_seconds").set(open_seconds);
+    let (state, detail) = match &oldest {
+        Some(oldest) if lag.events > 0 && oldest.open_seconds > HELD_AFTER_SECONDS => (
+            "HELD",
+            Some(format!(
+                "held by xid {}, pid {}, open {:.0} s",
+                oldest.xid, oldest.pid, oldest.open_seconds
+            )),
+        ),
+        _ if lag.events > 0 && lag.seconds > HELD_AFTER_SECONDS => ("CATCHING_UP", None),
+        _ => ("LIVE", None),
+    };
+    if let Some(detail) = &detail {
+        tracing::warn!(%detail, lag_events = lag.events, "the outbox is held back by an open transaction");
+    }
+    sqlx::query!(
+        r#"INSERT INTO projector.status (projection, state, lag_events, lag_seconds, applied_position, detail, updated_at)
+           VALUES ('outbox', $1, $2, $3, 0, $4, now())
+           ON CONFLICT (projection) DO UPDATE
+             SET state = EXCLUDED.state, lag_events = EXCLUDED.lag_events, lag_seconds = EXCLUDED.lag_seconds,
+                 detail = EXCLUDED.detail, updated_at = now()"#,
+        state,
+        lag.events,
+        lag.seconds,
+        detail
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Rate limits on the public endpoints: a token bucket per client address
+//! and, for signed-in callers, per user (`governor`, GCRA). Every answer says
+//! where the caller stands (`X-RateLimit-Limit`, `-Remaining`, `-Reset`); a
+//! refusal is 429 with `Retry-After` and the usual coded error body.
+//!
+//! The buckets live in this process: with N instances behind a load balancer
+//! a client gets up to N times the limit. (A shared store would be the next step.)
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chronicle_platform::access_token::{AccessTokens, bearer};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+type Buckets =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+#[derive(Clone)]
+pub struct RateLimits {
+    per_client: Arc<Buckets>,
+    per_user: Arc<Buckets>,
+    client_limit: u32,
+    user_limit: u32,
+    access_tokens: AccessTokens,
+    trust_forwarded_for: bool,
+}
+
+/// Where the caller stands in the bucket that applied.
+struct Standing {
+    limit: u32,
+    remaining: u32,
+    /// Until the bucket is full again.
+    reset: Duration,
+}
+
+impl RateLimits {
+    pub fn new(
+        client_per_minute: NonZeroU32,
+        user_per_minute: NonZeroU32,
+        access_tokens: AccessTokens,
+        trust_forwarded_for: bool,
+        shutdown: CancellationToken,
+    ) -> RateLimits {
+        let buckets = |per_minute| {
+            Arc::new(
+                RateLimiter::keyed(Quota::per_minute(per_minute))
+                    .with_middleware::<StateInformationMiddleware>(),
+            )
+        };
+        let limits = RateLimits {
+            per_client: buckets(client_per_minute),
+            per_user: buckets(user_per_minute),
+            client_limit: client_per_minute.get(),
+            user_limit: user_per_minute.get(),
+            access_tokens,
+            trust_forwarded_for,
+        };
+        // Forget full buckets now and then, or every address ever seen stays.
+        let (per_client, per_user) = (limits.per_client.clone(), limits.per_user.clone());
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = interval.tick() => {}
+                }
+                per_client.retain_recent();
+                per_user.retain_recent();
+            }
+        });
+        limits
+    }
+
+    /// The client's address: the peer, or the first X-Forwarded-For hop when
+    /// a trusted proxy sets it.
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if self.trust_forwarded_for
+            && let Some(forwarded) = headers
+                .get("x-forwarded-for")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.split(',').next())
+                .and_then(|first| first.trim().parse().ok())
+        {
+            return forwarded;
+        }
+        peer.ip()
+    }
+
+    fn take(&self, buckets: &Buckets, key: String, limit: u32) -> Result<Standing, Duration> {
+        let now = DefaultClock::default().now();
+        match buckets.check_key(&key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let per_token = snapshot.quota().replenish_interval();
+                Ok(Standing {
+                    limit,
+                    remaining,
+                    reset: per_token * (limit - remaining),
+                })
+            }
+            Err(not_until) => Err(not_until.wait_time_from(now)),
+        }
+    }
+}
+
+/// The middleware.
+pub async fn limit(
+    State(limits): State<RateLimits>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let client = limits.client(peer, request.headers());
+    let user = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer)
+        .and_then(|token| limits.access_tokens.verify(token).ok())
+        .map(|claims| claims.sub);
+    let mut standing =
+        match limits.take(&limits.per_client, client.to_string(), limits.client_limit) {
+            Ok(standing) => standing,
+            Err(wait) => return refuse(wait, limits.client_limit),
+        };
+    if let Some(user) = user {
+        match limits.take(&limits.per_user, user.to_string(), limits.user_limit) {
+            // Report the tighter of the two.
+            Ok(for_user) if for_user.remaining < standing.remaining => standing = for_user,
+            Ok(_) => {}
+            Err(wait) => return refuse(wait, limits.user_limit),
+        }
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(standing.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(standing.remaining),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(standing.reset.as_secs_f64().ceil() as u64),
+    );
+    response
+}
+
+fn refuse(wait: Duration, limit: u32) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    metrics::counter!("chronicle_rate_limited_total").increment(1);
+    let body = json!({
+        "errors": [{
+            "message": format!("too many requests; retry in {seconds} s"),
+            "extensions": {"code": "RATE_LIMITED", "retryAfterSeconds": seconds},
+        }],
+        "code": "RATE_LIMITED",
+        "message": format!("too many requests; retry in {seconds} s"),
+    });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert("retry-after", HeaderValue::from(seconds));
+    headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(seconds));
+    response
+}
