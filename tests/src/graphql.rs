@@ -152,7 +152,8 @@ impl TestApp {
         (user, session)
     }
 
-    /// Registers a user and gives them a role, as an operator would.
+    /// Registers a user and gives them a role, as an operator would, and
+    /// waits until the read models (which query-service authorizes by) have it.
     pub async fn signed_in_as(
         &self,
         handle: &str,
@@ -162,6 +163,9 @@ impl TestApp {
         command_service::operator::set_role(&self.pool, &user.email, role)
             .await
             .expect("set the role");
+        if self.projector_url().is_some() {
+            self.drain().await;
+        }
         let session = self.login(&user).await;
         (user, session)
     }
