@@ -72,6 +72,8 @@ CREATE TABLE comments (
 CREATE INDEX comments_thread_idx ON comments (post_id, created_at, id) WHERE parent_id IS NULL;
 CREATE INDEX comments_replies_idx ON comments (parent_id, created_at, id) WHERE parent_id IS NOT NULL;
 CREATE INDEX comments_author_idx ON comments (author_id);
+-- A post's comment count, replies included (the thread index holds top-level ones only).
+CREATE INDEX comments_post_idx ON comments (post_id);
 
 CREATE TABLE tags (
     name        TEXT    PRIMARY KEY,

@@ -68,13 +68,20 @@ pub struct History {
     pub users: Vec<Uuid>,
 }
 
-struct Words {
+/// The vocabulary, sampled by word frequency.
+pub struct Words {
     words: Vec<&'static str>,
     zipf: Zipf<f64>,
 }
 
+impl Default for Words {
+    fn default() -> Words {
+        Words::new()
+    }
+}
+
 impl Words {
-    fn new() -> Words {
+    pub fn new() -> Words {
         let words: Vec<&str> = VOCABULARY
             .lines()
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
@@ -83,8 +90,13 @@ impl Words {
         Words { words, zipf }
     }
 
-    fn word(&self, rng: &mut StdRng) -> &'static str {
+    pub fn word(&self, rng: &mut StdRng) -> &'static str {
         self.words[self.zipf.sample(rng) as usize - 1]
+    }
+
+    /// The words, most frequent first.
+    pub fn ranked(&self) -> &[&'static str] {
+        &self.words
     }
 
     fn sentence(&self, rng: &mut StdRng, length: usize) -> String {
@@ -95,7 +107,7 @@ impl Words {
         format!("{}.", sentence.join(" "))
     }
 
-    fn title(&self, rng: &mut StdRng) -> String {
+    pub fn title(&self, rng: &mut StdRng) -> String {
         let length = rng.random_range(3..9);
         (0..length)
             .map(|_| capitalise(self.word(rng)))
@@ -104,7 +116,7 @@ impl Words {
     }
 
     /// A post body: a few paragraphs, now and then a heading, a list or code.
-    fn body(&self, rng: &mut StdRng) -> String {
+    pub fn body(&self, rng: &mut StdRng) -> String {
         let mut body = String::new();
         for paragraph in 0..rng.random_range(3..9) {
             if paragraph > 0 && rng.random_bool(0.3) {

@@ -1,4 +1,14 @@
-//! Realistic stores for demos (`./dev seed`) and benchmarks (`./dev bench`).
+//! Realistic stores for demos (`./dev seed`) and the benchmark harness
+//! (`./dev bench`): Chronicle measured beside what users would pick instead.
 
+pub mod append;
 pub mod generator;
+pub mod lag;
+pub mod reads;
+pub mod replay;
+pub mod report;
+pub mod run;
+pub mod search;
+pub mod stack;
+pub mod stats;
 pub mod store;

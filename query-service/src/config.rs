@@ -25,6 +25,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
 
+    /// Posts (and as many users) kept in memory for the hottest reads; 0 turns it off.
+    #[arg(long, env = "READ_CACHE_ROWS", default_value_t = 10_000)]
+    pub read_cache_rows: usize,
+
     /// Base URL of the command-service's internal command API.
     #[arg(
         long,

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::read_models::cache::RowCache;
 use crate::search::SearchIndex;
 
 /// The projection name the projector's search indexer announces under.
@@ -26,6 +27,7 @@ const RECHECK: Duration = Duration::from_millis(250);
 pub struct Consistency {
     pool: PgPool,
     search: SearchIndex,
+    rows: RowCache,
     /// Bumped on every announcement.
     announcements: watch::Receiver<u64>,
     /// Every announcement, for subscriptions.
@@ -38,6 +40,7 @@ impl Consistency {
     pub fn start(
         pool: PgPool,
         search: SearchIndex,
+        rows: RowCache,
         max_wait: Duration,
         shutdown: CancellationToken,
     ) -> Consistency {
@@ -46,6 +49,7 @@ impl Consistency {
         tokio::spawn(listen(
             pool.clone(),
             search.clone(),
+            rows.clone(),
             counter,
             projected.clone(),
             shutdown,
@@ -53,6 +57,7 @@ impl Consistency {
         Consistency {
             pool,
             search,
+            rows,
             announcements,
             projected,
             max_wait,
@@ -121,6 +126,9 @@ impl Consistency {
                 Includes::Search(token) => self.is_indexed(token),
             };
             if reached {
+                // The write may be applied before its announcement reaches us:
+                // no cached row older than it may answer the reads that follow.
+                self.rows.invalidate();
                 return Ok(true);
             }
             let now = Instant::now();
@@ -143,6 +151,7 @@ enum Includes<'a> {
 async fn listen(
     pool: PgPool,
     search: SearchIndex,
+    rows: RowCache,
     counter: watch::Sender<u64>,
     projected: broadcast::Sender<Projected>,
     shutdown: CancellationToken,
@@ -152,6 +161,7 @@ async fn listen(
         let result = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(CHANNEL).await?;
+            rows.set_enabled(true);
             tracing::info!(channel = CHANNEL, "listening for projection announcements");
             loop {
                 let notification = tokio::select! {
@@ -164,11 +174,14 @@ async fn listen(
                         if announcement.projection == SEARCH_PROJECTION {
                             let search = search.clone();
                             let _ = tokio::task::spawn_blocking(move || search.refresh()).await;
+                        } else {
+                            rows.invalidate();
                         }
                         counter.send_modify(|count| *count += 1);
                         let _ = projected.send(announcement);
                     }
                     Err(error) => {
+                        rows.invalidate();
                         counter.send_modify(|count| *count += 1);
                         tracing::warn!(%error, "unreadable projection announcement");
                     }
@@ -176,6 +189,8 @@ async fn listen(
             }
         }
         .await;
+        // Announcements may be missed from here on: nothing may be served from memory.
+        rows.set_enabled(false);
         match result {
             Ok(()) => return,
             // Closed by shutdown: nothing was lost that anyone still waits for.

@@ -99,7 +99,8 @@ impl RateLimits {
     }
 
     fn take(&self, buckets: &Buckets, key: String, limit: u32) -> Result<Standing, Duration> {
-        let now = DefaultClock::default().now();
+        // The limiter's own clock: making a new one calibrates it (cpuid) each time.
+        let now = buckets.clock().now();
         match buckets.check_key(&key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();

@@ -19,6 +19,7 @@ use crate::consistency::Consistency;
 use crate::freshness::Freshness;
 use crate::graphql::{self, Services};
 use crate::rate_limit::{self, RateLimits};
+use crate::read_models::cache::RowCache;
 use crate::search::SearchIndex;
 use chronicle_schema::search_schema::IndexLayout;
 
@@ -79,17 +80,20 @@ impl Application {
             config.command_api_token.expose(),
             std::time::Duration::from_millis(config.command_timeout_ms),
         );
+        let rows = RowCache::new(config.read_cache_rows);
         let services = Services {
             pool: pool.clone(),
             commands: commands.clone(),
             consistency: Consistency::start(
                 pool.clone(),
                 SearchIndex::new(IndexLayout::new(&config.search_index_dir)),
+                rows.clone(),
                 config.consistency_timeout(),
                 shutdown.clone(),
             ),
             access_tokens: AccessTokens::new(config.jwt_secret.expose(), config.access_token_ttl()),
             freshness: Freshness::start(pool.clone(), shutdown.clone()),
+            rows,
         };
         database::report_pool_usage(pool.clone(), "query-service", shutdown.clone());
         let health = {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod migrations;
 pub mod projected;
+pub mod prose_tokenizer;
 pub mod role;
 pub mod search_schema;
 

@@ -78,6 +78,8 @@ pub(super) async fn rebuild(
     let mut live = live_back;
     let retired = std::mem::replace(&mut live.index, index).generation();
     live.written.clear();
+    // The new generation holds the store up to the cursor: its lag starts there.
+    live.applied_position = live.applied_position.max(cursor.position);
     drop(live);
     indexer::commit(&rebuilder.live_index, pool).await?;
     // Readers switch generations when they see CURRENT change; the old files

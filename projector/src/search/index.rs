@@ -44,6 +44,7 @@ impl PostIndex {
         let schema = PostIndexSchema::build();
         let mmap = tantivy::directory::MmapDirectory::open(&directory)?;
         let index = Index::open_or_create(mmap, schema.schema.clone())?;
+        chronicle_schema::prose_tokenizer::register(&index);
         let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
         Ok(PostIndex {
             index,

@@ -212,7 +212,7 @@ async fn graphql_ws(
                         None,
                         Caller::default(),
                         None,
-                        services.pool.clone(),
+                        &services,
                     ));
                     Ok(data)
                 })
@@ -320,7 +320,7 @@ async fn request_context(
         viewer,
         caller,
         consistency_token,
-        state.services.pool.clone(),
+        &state.services,
     ))
 }
 

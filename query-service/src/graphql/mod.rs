@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::command_client::{Caller, CommandClient};
 use crate::consistency::Consistency;
+use crate::read_models::cache::RowCache;
 use crate::read_models::posts::PostRow;
 
 pub use http::router;
@@ -45,6 +46,7 @@ pub struct Services {
     pub consistency: Consistency,
     pub access_tokens: AccessTokens,
     pub freshness: crate::freshness::Freshness,
+    pub rows: RowCache,
 }
 
 /// The signed-in caller, from a verified access token.
@@ -72,7 +74,7 @@ impl RequestContext {
         viewer: Option<Viewer>,
         caller: Caller,
         consistency_token: Option<ConsistencyToken>,
-        pool: PgPool,
+        services: &Services,
     ) -> RequestContext {
         let statements = Arc::new(AtomicUsize::new(0));
         RequestContext {
@@ -80,7 +82,11 @@ impl RequestContext {
             caller,
             consistency_token,
             notes: Arc::new(Mutex::new(ResponseNotes::default())),
-            loader: Arc::new(loaders::per_request(pool, statements.clone())),
+            loader: Arc::new(loaders::per_request(
+                services.pool.clone(),
+                services.rows.clone(),
+                statements.clone(),
+            )),
             statements,
         }
     }

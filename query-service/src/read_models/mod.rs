@@ -1,5 +1,6 @@
 //! Reading the read models. Every function here is one indexed read.
 
+pub mod cache;
 pub mod comments;
 pub mod lists;
 pub mod posts;

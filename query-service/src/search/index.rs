@@ -77,6 +77,7 @@ impl SearchIndex {
 
     fn open(&self, generation: u64) -> tantivy::Result<IndexReader> {
         let index = Index::open_in_dir(self.layout.generation_dir(generation))?;
+        chronicle_schema::prose_tokenizer::register(&index);
         index
             .reader_builder()
             // Announcements reload it at once; the file watch is a fallback.

@@ -1,0 +1,606 @@
+//! One benchmark run: a fresh database seeded with a realistic history,
+//! Chronicle's release binaries beside each baseline, every comparison
+//! repeated side by side (Chronicle, then the baseline, round after round).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chronicle_platform::access_token::AccessTokens;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::process::Command;
+use uuid::Uuid;
+
+use crate::append::{self, CommandApi};
+use crate::generator::{Plan, generate};
+use crate::report::{Comparison, Figure, Results};
+use crate::stack::{Chronicle, Environment, Process, free_port};
+use crate::stats::Summary;
+use crate::{lag, reads, replay, search, store};
+
+pub const DATABASE: &str = "chronicle_bench";
+const CQRS_ES_DATABASE: &str = "chronicle_bench_cqrs";
+
+/// How much of everything: `quick` is a smoke run of a few minutes.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    pub events: usize,
+    pub rounds: usize,
+    pub append_seconds: u64,
+    pub lag_seconds: u64,
+    pub read_seconds: u64,
+    pub read_p99_seconds: u64,
+    pub search_queries: usize,
+    pub replays: usize,
+}
+
+impl Scale {
+    pub fn full() -> Scale {
+        Scale {
+            events: 1_100_000,
+            rounds: 3,
+            append_seconds: 15,
+            lag_seconds: 30,
+            read_seconds: 10,
+            read_p99_seconds: 30,
+            search_queries: 300,
+            replays: 3,
+        }
+    }
+
+    pub fn quick() -> Scale {
+        Scale {
+            events: 100_000,
+            rounds: 1,
+            append_seconds: 3,
+            lag_seconds: 5,
+            read_seconds: 3,
+            read_p99_seconds: 5,
+            search_queries: 100,
+            replays: 1,
+        }
+    }
+}
+
+/// The external programs the baselines and load need.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub oha: PathBuf,
+    pub pgbench: PathBuf,
+    pub postgraphile: PathBuf,
+    pub cqrs_es_baseline: PathBuf,
+}
+
+/// Which phases to run (all for a result to commit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Phase {
+    Replay,
+    Search,
+    Reads,
+    Append,
+    Lag,
+}
+
+pub struct Bench {
+    pub environment: Environment,
+    pub tools: Tools,
+    pub scale: Scale,
+    pub phases: Vec<Phase>,
+    pub concurrency: usize,
+}
+
+const SEED: u64 = 7;
+
+impl Bench {
+    pub async fn run(&self, results: &mut Results) -> anyhow::Result<()> {
+        let url = database_url(&self.environment.database_url, DATABASE)?;
+        recreate_database(&self.environment.database_url, DATABASE).await?;
+        chronicle_platform::database::migrate(&url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await?;
+
+        eprintln!("seeding about {} events", self.scale.events);
+        let plan = Plan::for_events(self.scale.events, SEED);
+        let history = generate(plan, chrono::Utc::now());
+        let written = store::write(&pool, &history, |_| {}).await?;
+        let users: Vec<Uuid> = history
+            .users
+            .iter()
+            .take(self.concurrency)
+            .copied()
+            .collect();
+        drop(history);
+        mark_history_as_published(&pool).await?;
+        sqlx::raw_sql("VACUUM ANALYZE event_store.events")
+            .execute(&pool)
+            .await?;
+        results.dataset.events = written as u64;
+        results.dataset.users = plan.users as u64;
+        results.dataset.posts = plan.posts as u64;
+        results.dataset.comments = plan.comments as u64;
+
+        let chronicle = Chronicle::start(&self.environment, &url).await?;
+        let outcome = self.phases(&chronicle, &pool, &users, results).await;
+        chronicle.stop().await;
+        outcome
+    }
+
+    async fn phases(
+        &self,
+        chronicle: &Chronicle,
+        pool: &PgPool,
+        users: &[Uuid],
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        // Replay first: it builds the read models and index the reads query.
+        self.replay(chronicle, pool, results).await?;
+        if self.phases.contains(&Phase::Search) {
+            self.search(chronicle, pool, results).await?;
+        }
+        if self.phases.contains(&Phase::Reads) {
+            self.reads(chronicle, pool, results).await?;
+        }
+        let tokens = AccessTokens::new(&chronicle.jwt_secret, Duration::from_secs(24 * 3600));
+        let bearers: Vec<String> = users
+            .iter()
+            .map(|user| tokens.issue(*user, "user"))
+            .collect();
+        let api = CommandApi::new(
+            &chronicle.command_service.url,
+            &chronicle.service_token,
+            &bearers,
+            append::drafts(256, SEED),
+        );
+        if self.phases.contains(&Phase::Append) {
+            self.append(chronicle, pool, &api, results).await?;
+        }
+        if self.phases.contains(&Phase::Lag) {
+            self.lag(chronicle, pool, &api, results).await?;
+        }
+        Ok(())
+    }
+
+    async fn replay(
+        &self,
+        chronicle: &Chronicle,
+        pool: &PgPool,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        let runs = if self.phases.contains(&Phase::Replay) {
+            self.scale.replays
+        } else {
+            1
+        };
+        let mut rates = Vec::new();
+        chronicle.reset_peaks();
+        for run in 0..runs {
+            let replayed =
+                replay::rebuild_all(&chronicle.projector.url, &chronicle.service_token).await?;
+            eprintln!(
+                "replay {}/{runs}: {} events in {:.1} s = {:.0} events/s {:?}",
+                run + 1,
+                replayed.events,
+                replayed.seconds,
+                replayed.events_per_second,
+                replayed.projections
+            );
+            rates.push(replayed.events_per_second);
+            results.details.replay.push(replayed);
+        }
+        results.peak_rss("replay", chronicle.peaks());
+        if self.phases.contains(&Phase::Replay) {
+            results.figure(
+                "replay_events_per_s",
+                Figure::at_least(50_000.0, Summary::of(&rates), "events/s"),
+            );
+        }
+        results.dataset.published_posts = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM read.posts WHERE status = 'PUBLISHED' AND NOT deleted AND author_active",
+        )
+        .fetch_one(pool)
+        .await? as u64;
+        Ok(())
+    }
+
+    async fn search(
+        &self,
+        chronicle: &Chronicle,
+        pool: &PgPool,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        eprintln!("search: building the Postgres full-text corpus");
+        let corpus = search::create_postgres_corpus(pool).await?;
+        let queries = search::queries(self.scale.search_queries, SEED);
+        let url = &chronicle.query_service.url;
+        search::warm_up(url, pool, &queries).await?;
+        chronicle.reset_peaks();
+        let (mut p99s, mut speedups, mut plain_speedups) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..self.scale.rounds {
+            let ours = search::chronicle(url, &queries, 1).await?;
+            let theirs = search::postgres(pool, &queries, 1, true).await?;
+            let plain = search::postgres(pool, &queries, 1, false).await?;
+            eprintln!(
+                "search round {}: chronicle p50 {:.2} ms p99 {:.2} ms mean {:.2} ms; postgres (highlighted) mean {:.2} ms, (plain) mean {:.2} ms",
+                round + 1,
+                ours.latency.p50_ms,
+                ours.latency.p99_ms,
+                ours.latency.mean_ms,
+                theirs.latency.mean_ms,
+                plain.latency.mean_ms
+            );
+            p99s.push(ours.latency.p99_ms);
+            speedups.push(theirs.latency.mean_ms / ours.latency.mean_ms);
+            plain_speedups.push(plain.latency.mean_ms / ours.latency.mean_ms);
+            results.details.search.push(Comparison {
+                chronicle: serde_json::to_value(&ours)?,
+                baseline: serde_json::to_value(&theirs)?,
+                extra: Some(serde_json::to_value(&plain)?),
+            });
+        }
+        results.peak_rss("search", chronicle.peaks());
+        results.dataset.search_corpus = corpus as u64;
+        results.figure(
+            "search_p99_ms_100k_posts",
+            Figure::at_most(10.0, Summary::of(&p99s), "ms"),
+        );
+        results.figure(
+            "search_speedup_vs_postgres_fts",
+            Figure::at_least(5.0, Summary::of(&speedups), "×"),
+        );
+        results.figure(
+            "search_speedup_vs_postgres_fts_without_highlights",
+            Figure::info(Summary::of(&plain_speedups), "×"),
+        );
+        Ok(())
+    }
+
+    async fn reads(
+        &self,
+        chronicle: &Chronicle,
+        pool: &PgPool,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        let work = &self.environment.work_dir;
+        let workload = reads::ReadWorkload::prepare(pool, work, 1000).await?;
+        reads::declare_relations_for_postgraphile(pool).await?;
+        let port = free_port()?;
+        let mut command = Command::new(&self.tools.postgraphile);
+        command
+            // It would read Chronicle's secret from the environment otherwise.
+            .env_remove("JWT_SECRET")
+            .args(["--connection", &chronicle.database_url])
+            .args(["--schema", "read"])
+            .args(["--host", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .arg("--disable-graphiql")
+            .arg("--disable-query-log")
+            // One Node process per core: PostGraphile at its best here.
+            .args(["--cluster-workers", &available_cores().to_string()]);
+        let logs = work.join("logs");
+        let postgraphile = Process::start("postgraphile", command, port, "/graphql", &logs)
+            .await
+            .context("start PostGraphile")?;
+        let result = self
+            .compare_reads(chronicle, &postgraphile, &workload, results)
+            .await;
+        postgraphile.stop().await;
+        result
+    }
+
+    async fn compare_reads(
+        &self,
+        chronicle: &Chronicle,
+        postgraphile: &Process,
+        workload: &reads::ReadWorkload,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        let ours_url = format!("{}/graphql", chronicle.query_service.url);
+        let theirs_url = format!("{}/graphql", postgraphile.url);
+        reads::check_answers(&ours_url, &workload.chronicle_bodies, "post").await?;
+        reads::check_answers(&theirs_url, &workload.postgraphile_bodies, "postById").await?;
+        let duration = Duration::from_secs(self.scale.read_seconds);
+        let warmup = Duration::from_secs(2);
+        let oha = &self.tools.oha;
+        reads::oha(
+            oha,
+            &ours_url,
+            &workload.chronicle_bodies,
+            self.concurrency,
+            warmup,
+            None,
+        )
+        .await?;
+        reads::oha(
+            oha,
+            &theirs_url,
+            &workload.postgraphile_bodies,
+            self.concurrency,
+            warmup,
+            None,
+        )
+        .await?;
+        chronicle.reset_peaks();
+        let mut ratios = Vec::new();
+        for round in 0..self.scale.rounds {
+            let ours = reads::oha(
+                oha,
+                &ours_url,
+                &workload.chronicle_bodies,
+                self.concurrency,
+                duration,
+                None,
+            )
+            .await?;
+            let theirs = reads::oha(
+                oha,
+                &theirs_url,
+                &workload.postgraphile_bodies,
+                self.concurrency,
+                duration,
+                None,
+            )
+            .await?;
+            eprintln!(
+                "reads round {}: chronicle {:.0} req/s (p99 {:.1} ms), postgraphile {:.0} req/s (p99 {:.1} ms)",
+                round + 1,
+                ours.requests_per_second,
+                ours.p99_ms,
+                theirs.requests_per_second,
+                theirs.p99_ms
+            );
+            if ours.non_200 > 0 || theirs.non_200 > 0 {
+                bail!(
+                    "non-200 answers under read load: chronicle {}, postgraphile {}",
+                    ours.non_200,
+                    theirs.non_200
+                );
+            }
+            ratios.push(ours.requests_per_second / theirs.requests_per_second);
+            results.details.reads.push(Comparison {
+                chronicle: serde_json::to_value(&ours)?,
+                baseline: serde_json::to_value(&theirs)?,
+                extra: None,
+            });
+        }
+        results.figure(
+            "graphql_read_ratio_vs_postgraphile",
+            Figure::at_least(2.0, Summary::of(&ratios), "×"),
+        );
+
+        let mut p99s = Vec::new();
+        for _ in 0..self.scale.rounds {
+            let steady = reads::oha(
+                oha,
+                &ours_url,
+                &workload.chronicle_bodies,
+                32,
+                Duration::from_secs(self.scale.read_p99_seconds),
+                Some(1000),
+            )
+            .await?;
+            eprintln!(
+                "reads at 1000 req/s: achieved {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                steady.requests_per_second, steady.p50_ms, steady.p99_ms
+            );
+            if steady.non_200 > 0 {
+                bail!("{} non-200 answers at 1000 req/s", steady.non_200);
+            }
+            p99s.push(steady.p99_ms);
+            results.details.reads_at_1000_rps.push(steady);
+        }
+        results.figure(
+            "graphql_read_p99_ms_at_1000_rps",
+            Figure::at_most(10.0, Summary::of(&p99s), "ms"),
+        );
+        results.peak_rss("reads", chronicle.peaks());
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        chronicle: &Chronicle,
+        pool: &PgPool,
+        api: &CommandApi,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        let work = &self.environment.work_dir;
+        append::create_raw_table(pool).await?;
+        let script = work.join("raw-insert.sql");
+        std::fs::write(
+            &script,
+            append::raw_insert_script(&append::drafts(1, SEED)[0]),
+        )?;
+
+        let cqrs_url = database_url(&self.environment.database_url, CQRS_ES_DATABASE)?;
+        recreate_database(&self.environment.database_url, CQRS_ES_DATABASE).await?;
+        let port = free_port()?;
+        let mut command = Command::new(&self.tools.cqrs_es_baseline);
+        command
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &cqrs_url)
+            .env("DATABASE_MAX_CONNECTIONS", "40");
+        let baseline = Process::start(
+            "cqrs-es-baseline",
+            command,
+            port,
+            "/health/ready",
+            &work.join("logs"),
+        )
+        .await?;
+        let baseline_api = CommandApi::new(
+            &baseline.url,
+            "unused",
+            &vec!["unused".to_owned(); self.concurrency],
+            append::drafts(256, SEED),
+        );
+
+        let duration = Duration::from_secs(self.scale.append_seconds);
+        let warmup = Duration::from_secs(2);
+        let database = database_url(&self.environment.database_url, DATABASE)?;
+        chronicle.reset_peaks();
+        let (mut raw_ratios, mut cqrs_ratios) = (Vec::new(), Vec::new());
+        for round in 0..self.scale.rounds {
+            wait_until_caught_up(pool).await?;
+            let ours = append::closed_loop(api, warmup, duration).await;
+            wait_until_caught_up(pool).await?;
+            let raw = append::pgbench(
+                &self.tools.pgbench,
+                &database,
+                &script,
+                self.concurrency,
+                duration,
+            )
+            .await?;
+            let theirs = append::closed_loop(&baseline_api, warmup, duration).await;
+            eprintln!(
+                "append round {}: chronicle {:.0} commands/s (p99 {:.1} ms, {} errors), raw postgres {:.0} inserts/s, cqrs-es {:.0} commands/s ({} errors)",
+                round + 1,
+                ours.commands_per_second,
+                ours.latency.p99_ms,
+                ours.errors,
+                raw,
+                theirs.commands_per_second,
+                theirs.errors
+            );
+            if ours.errors > 0 || theirs.errors > 0 {
+                bail!(
+                    "commands failed under load: chronicle {:?}, cqrs-es {:?}",
+                    ours.first_error,
+                    theirs.first_error
+                );
+            }
+            raw_ratios.push(ours.commands_per_second / raw);
+            cqrs_ratios.push(ours.commands_per_second / theirs.commands_per_second);
+            results.details.append.push(Comparison {
+                chronicle: serde_json::to_value(&ours)?,
+                baseline: serde_json::json!({"raw_postgres_inserts_per_second": raw}),
+                extra: Some(serde_json::to_value(&theirs)?),
+            });
+        }
+        baseline.stop().await;
+        results.peak_rss("append", chronicle.peaks());
+        results.figure(
+            "append_ratio_vs_raw_postgres",
+            Figure::at_least(0.5, Summary::of(&raw_ratios), "×"),
+        );
+        results.figure(
+            "append_ratio_vs_cqrs_es",
+            Figure::at_least(1.5, Summary::of(&cqrs_ratios), "×"),
+        );
+        Ok(())
+    }
+
+    async fn lag(
+        &self,
+        chronicle: &Chronicle,
+        pool: &PgPool,
+        api: &CommandApi,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        wait_until_caught_up(pool).await?;
+        chronicle.reset_peaks();
+        let run = lag::measure(
+            api,
+            &chronicle.database_url,
+            500.0,
+            Duration::from_secs(self.scale.lag_seconds),
+        )
+        .await?;
+        eprintln!(
+            "lag at {:.0} commands/s for {:.0} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} never visible, {} errors",
+            run.achieved_commands_per_second,
+            run.seconds,
+            run.lag.p50_ms,
+            run.lag.p99_ms,
+            run.lag.max_ms,
+            run.never_visible,
+            run.errors
+        );
+        if run.never_visible > 0 || run.errors > 0 {
+            bail!(
+                "{} acknowledged commands never became visible, {} failed",
+                run.never_visible,
+                run.errors
+            );
+        }
+        results.figure(
+            "e2e_lag_p99_ms_at_500_cps",
+            Figure::at_most(50.0, Summary::of(&[run.lag.p99_ms]), "ms"),
+        );
+        results.details.lag = Some(run);
+        results.peak_rss("lag", chronicle.peaks());
+        Ok(())
+    }
+}
+
+/// The seeded history predates the bus (as if Kafka's retention had long
+/// dropped it): the relay starts after it, and replay builds the projections.
+async fn mark_history_as_published(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO event_store.relay_cursor (relay, transaction_id, position, published_total)
+         SELECT 'main', transaction_id, position, 0 FROM event_store.events
+         ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Until the outbox, read models and search index have everything, so a
+/// round does not pay for the previous one's backlog.
+async fn wait_until_caught_up(pool: &PgPool) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projector.status
+             WHERE lag_events > 0 OR updated_at < now() - interval '3 seconds'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if behind == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the projections did not catch up within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// `url` with its database replaced by `database`.
+pub fn database_url(url: &str, database: &str) -> anyhow::Result<String> {
+    let mut parsed = reqwest::Url::parse(url).context("DATABASE_URL is not a URL")?;
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}
+
+async fn recreate_database(admin_url: &str, database: &str) -> anyhow::Result<()> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await?;
+    // The name is the bench's own constant, never user input.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
+    )))
+    .execute(&admin)
+    .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        r#"CREATE DATABASE "{database}""#
+    )))
+    .execute(&admin)
+    .await?;
+    admin.close().await;
+    Ok(())
+}
+
+/// Peak RSS per service, per phase.
+pub type Peaks = BTreeMap<String, BTreeMap<String, f64>>;
