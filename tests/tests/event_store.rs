@@ -126,3 +126,55 @@ async fn concurrent_writers_on_one_stream_exactly_one_wins_each_version_and_noth
         );
     }
 }
+
+/// Transaction ids are numbers: the store is read in their numeric order even
+/// where their decimal text sorts otherwise (9 before 10), so a cursor that
+/// pages through it never passes over an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_read_in_numeric_transaction_order_one_event_at_a_time() {
+    let app = TestApp::spawn_with(chronicle_tests::TestOptions {
+        projector: false,
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    for (stream_id, transaction_id) in [(first, "9"), (second, "10")] {
+        let mut connection = app.pool.acquire().await.unwrap();
+        event_store::append(
+            &mut connection,
+            stream_id,
+            StreamType::User,
+            0,
+            &two_events(0)[..1],
+            &metadata(),
+            &AppendContext::default(),
+        )
+        .await
+        .unwrap();
+        // As if these transactions had had the ids 9 and 10.
+        sqlx::query(
+            "UPDATE event_store.events SET transaction_id = $1::text::xid8 WHERE stream_id = $2",
+        )
+        .bind(transaction_id)
+        .bind(stream_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let mut cursor = chronicle_schema::events::StoreCursor::start();
+    let mut read = Vec::new();
+    loop {
+        let batch = chronicle_schema::events::read_committed(&app.pool, &cursor, Some("1000"), 1)
+            .await
+            .unwrap();
+        let Some((next, row)) = batch.into_iter().next() else {
+            break;
+        };
+        if [first, second].contains(&row.stream_id) {
+            read.push(row.stream_id);
+        }
+        cursor = next;
+    }
+    assert_eq!(read, vec![first, second]);
+}

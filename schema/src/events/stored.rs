@@ -102,7 +102,10 @@ pub async fn read_committed(
            FROM event_store.events
            WHERE (transaction_id, position) > ($1::text::xid8, $2)
              AND transaction_id < COALESCE($3::text::xid8, pg_snapshot_xmin(pg_current_snapshot()))
-           ORDER BY transaction_id, position
+           -- Qualified: a bare name would sort by the text alias above, in
+           -- which "10" comes before "9" (the index is unused and the cursor
+           -- could pass over events).
+           ORDER BY events.transaction_id, events.position
            LIMIT $4"#,
     )
     .bind(&after.transaction_id)
