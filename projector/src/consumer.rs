@@ -21,8 +21,10 @@ use crate::dead_letters::KafkaPosition;
 use crate::rebuild::Projection;
 use crate::status::Failures;
 
-/// How long to wait for more messages once a batch has begun.
-const FILL_WAIT: Duration = Duration::from_millis(5);
+/// How long a batch may gather messages once it has begun. A bound on the
+/// whole batch, not per message: at a steady trickle (say one every 2 ms) a
+/// per-message wait would hold a batch until it was full, up to a second.
+const FILL_WINDOW: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
@@ -117,7 +119,7 @@ async fn consume(
     }
 }
 
-/// Takes whatever else arrives right after `first`, up to `batch_size`.
+/// Takes whatever else arrives within [`FILL_WINDOW`] of `first`, up to `batch_size`.
 ///
 /// Only `recv()` may be raced against a timer or shutdown (it is cancellation
 /// safe); a batch being filled must not be: dropping it would drop messages
@@ -128,8 +130,9 @@ pub(crate) async fn fill_batch(
     batch_size: usize,
 ) -> Result<Vec<OwnedMessage>, rdkafka::error::KafkaError> {
     let mut messages = vec![first];
+    let deadline = tokio::time::Instant::now() + FILL_WINDOW;
     while messages.len() < batch_size {
-        match tokio::time::timeout(FILL_WAIT, consumer.recv()).await {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => messages.push(message.detach()),
             Ok(Err(error)) => return Err(error),
             Err(_) => break,
