@@ -176,3 +176,40 @@ async fn a_changed_read_model_ddl_is_rebuilt_before_the_projector_goes_live() {
     assert_eq!(hash, projector::read_models::ddl_hash());
     assert_eq!(digest_of(&app, "read").await, before);
 }
+
+/// History the bus never carried (older than Kafka's retention, say) reaches
+/// the index by a rebuild, and the projection status then counts it as applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rebuild_the_search_status_counts_what_the_new_index_holds() {
+    let app = TestApp::spawn_with(chronicle_tests::TestOptions {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let written = workload::append_load(&app.pool, 2, 3, 11).await;
+    assert!(written > 0);
+    let last: i64 = sqlx::query_scalar("SELECT max(position) FROM event_store.events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    app.rebuilder()
+        .run(Projection::Search, RebuildOptions { swap: true })
+        .await
+        .unwrap();
+    chronicle_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the search status to count the rebuilt index",
+        || async {
+            let (state, applied): (String, i64) = sqlx::query_as(
+                "SELECT state, applied_position FROM projector.status WHERE projection = 'search'",
+            )
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+            state == "LIVE" && applied >= last
+        },
+    )
+    .await;
+}

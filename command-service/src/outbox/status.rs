@@ -11,6 +11,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_secs(1);
+/// The outbox lag is counted up to this many events (more reads as this many).
+const LAG_COUNT_LIMIT: i64 = 10_000;
 /// Held back longer than this, the outbox is reported HELD, not LIVE.
 const HELD_AFTER_SECONDS: f64 = 5.0;
 
@@ -29,14 +31,20 @@ pub async fn run(pool: PgPool, shutdown: CancellationToken) {
 }
 
 async fn report(pool: &PgPool) -> Result<(), sqlx::Error> {
+    // Counted from the cursor along the relay's index, up to LAG_COUNT_LIMIT:
+    // unbounded, the planner scanned the whole store every second.
     let lag = sqlx::query!(
-        r#"WITH cursor AS (
-             SELECT transaction_id, position FROM event_store.relay_cursor WHERE relay = 'main'
-           )
-           SELECT count(*) AS "events!",
+        r#"SELECT count(*) AS "events!",
                   COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS "seconds!"
-           FROM event_store.events
-           WHERE (transaction_id, position) > COALESCE((SELECT (transaction_id, position) FROM cursor), ('0'::xid8, 0::bigint))"#
+           FROM (
+             SELECT recorded_at FROM event_store.events
+             WHERE (transaction_id, position) > (
+               COALESCE((SELECT transaction_id FROM event_store.relay_cursor WHERE relay = 'main'), '0'::xid8),
+               COALESCE((SELECT position FROM event_store.relay_cursor WHERE relay = 'main'), 0))
+             ORDER BY transaction_id, position
+             LIMIT $1
+           ) pending"#,
+        LAG_COUNT_LIMIT
     )
     .fetch_one(pool)
     .await?;
