@@ -58,11 +58,13 @@ impl RowCache {
     }
 
     pub fn posts(&self, ids: &[Uuid]) -> HashMap<Uuid, PostRow> {
-        cached(&self.read().posts, ids)
+        let inner = self.read();
+        cached(inner.enabled, &inner.posts, ids)
     }
 
     pub fn users(&self, ids: &[Uuid]) -> HashMap<Uuid, UserRow> {
-        cached(&self.read().users, ids)
+        let inner = self.read();
+        cached(inner.enabled, &inner.users, ids)
     }
 
     pub fn keep_posts<'a>(&self, taken: Generation, rows: impl IntoIterator<Item = &'a PostRow>) {
@@ -75,16 +77,15 @@ impl RowCache {
 
     /// Forgets every row: the read models changed.
     pub fn invalidate(&self) {
-        let mut inner = self.write();
-        inner.generation += 1;
-        inner.posts.clear();
-        inner.users.clear();
+        self.write().forget();
     }
 
     /// On while announcements arrive, off (and empty) while they may be missed.
     pub fn set_enabled(&self, enabled: bool) {
-        self.invalidate();
-        self.write().enabled = enabled;
+        // One lock: no row read before this may be kept after it.
+        let mut inner = self.write();
+        inner.forget();
+        inner.enabled = enabled;
     }
 
     fn keep<'a, K, V>(
@@ -127,7 +128,18 @@ impl RowCache {
     }
 }
 
-fn cached<V: Clone>(map: &HashMap<Uuid, V>, ids: &[Uuid]) -> HashMap<Uuid, V> {
+impl Inner {
+    fn forget(&mut self) {
+        self.generation += 1;
+        self.posts.clear();
+        self.users.clear();
+    }
+}
+
+fn cached<V: Clone>(enabled: bool, map: &HashMap<Uuid, V>, ids: &[Uuid]) -> HashMap<Uuid, V> {
+    if !enabled {
+        return HashMap::new();
+    }
     ids.iter()
         .filter_map(|id| map.get(id).map(|row| (*id, row.clone())))
         .collect()
