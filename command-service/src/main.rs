@@ -2,6 +2,9 @@ use clap::Parser;
 use command_service::config::Operation;
 use command_service::{Application, Config};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -2,6 +2,7 @@
 //! verifies them on every command; query-service verifies them for reads.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -33,8 +34,11 @@ pub enum TokenError {
     Invalid,
 }
 
+/// Cheap to clone (request handlers get a copy of their state per request).
 #[derive(Clone)]
-pub struct AccessTokens {
+pub struct AccessTokens(Arc<Keys>);
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -45,7 +49,7 @@ impl fmt::Debug for AccessTokens {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("AccessTokens")
-            .field("ttl", &self.ttl)
+            .field("ttl", &self.0.ttl)
             .finish_non_exhaustive()
     }
 }
@@ -57,16 +61,16 @@ impl AccessTokens {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.leeway = 5;
-        AccessTokens {
+        AccessTokens(Arc::new(Keys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             ttl,
-        }
+        }))
     }
 
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.0.ttl
     }
 
     pub fn issue(&self, user_id: Uuid, role: &str) -> String {
@@ -75,17 +79,17 @@ impl AccessTokens {
             sub: user_id,
             role: role.to_owned(),
             iat: now,
-            exp: now + self.ttl.as_secs() as i64,
+            exp: now + self.0.ttl.as_secs() as i64,
             jti: Uuid::now_v7(),
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .expect("HS256 signing of plain claims cannot fail")
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation)
             .map(|data| data.claims)
             .map_err(|error| match error.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -130,8 +134,9 @@ mod tests {
             .verify(&tokens.issue(Uuid::now_v7(), "USER"))
             .unwrap();
         claims.exp = Utc::now().timestamp() - 60;
-        let stale = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding)
-            .unwrap();
+        let stale =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.0.encoding)
+                .unwrap();
         assert_eq!(tokens.verify(&stale), Err(TokenError::Expired));
     }
 

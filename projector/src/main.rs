@@ -4,6 +4,9 @@ use projector::config::{Cli, Command, ReplayTarget};
 use projector::rebuild::Projection;
 use projector::{Application, read_models};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
