@@ -415,7 +415,8 @@ where
     }
 }
 
-pub(crate) async fn wait_ready(http: &reqwest::Client, url: &str) {
+/// Waits until the service at `url` answers `/health/ready` with 200.
+pub async fn wait_ready(http: &reqwest::Client, url: &str) {
     let ready = format!("{url}/health/ready");
     crate::eventually(Duration::from_secs(60), &ready, || async {
         http.get(&ready)

@@ -12,14 +12,6 @@ pub struct PrivateBroker {
     process: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn kafka_libs() -> PathBuf {
     let home = std::env::var("CHRONICLE_KAFKA_HOME")
         .map(PathBuf::from)
@@ -43,7 +35,7 @@ impl PrivateBroker {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&directory).unwrap();
-        let (port, controller) = (free_port(), free_port());
+        let (port, controller) = (crate::free_port(), crate::free_port());
         std::fs::write(
             directory.join("server.properties"),
             format!(

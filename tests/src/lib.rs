@@ -11,7 +11,7 @@ mod kafka;
 pub mod search;
 pub mod workload;
 
-pub use app::{ServiceHandle, TestApp, TestOptions};
+pub use app::{ServiceHandle, TestApp, TestOptions, wait_ready};
 pub use database::{TestDatabase, begin_outage, end_outage};
 pub use graphql::{GraphqlResponse, RegisteredUser, Session};
 pub use kafka::{BusMessage, TestTopic, publish, read_topic};
@@ -30,4 +30,24 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A port free right now (the OS's pick), for a process a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A workspace binary (`cargo test --workspace` builds them beside the tests).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(name)
 }

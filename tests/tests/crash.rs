@@ -8,24 +8,12 @@ use chronicle_schema::search_schema::IndexLayout;
 use chronicle_tests::{TestApp, TestOptions, search, workload};
 use projector::rebuild::{Projection, RebuildOptions, digest};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_projector(app: &TestApp) -> tokio::process::Child {
-    let binary = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("projector");
-    tokio::process::Command::new(binary)
-        .arg(format!("--http-addr=127.0.0.1:{}", free_port()))
+    tokio::process::Command::new(chronicle_tests::binary("projector"))
+        .arg(format!(
+            "--http-addr=127.0.0.1:{}",
+            chronicle_tests::free_port()
+        ))
         .args(app.projector_args())
         .arg("serve")
         .env("RUST_LOG", "warn,projector::search=debug")

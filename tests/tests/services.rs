@@ -102,16 +102,9 @@ async fn the_command_api_refuses_callers_without_the_service_credential() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_binary_exits_cleanly_on_sigterm() {
     let app = TestApp::spawn().await;
-    let bin_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
     for service in ["command-service", "projector", "query-service"] {
-        let port = free_port();
-        let mut child = tokio::process::Command::new(bin_dir.join(service))
+        let port = chronicle_tests::free_port();
+        let mut child = tokio::process::Command::new(chronicle_tests::binary(service))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &app.database_url)
             .env("KAFKA_TOPIC", &app.topic)
@@ -127,15 +120,7 @@ async fn each_binary_exits_cleanly_on_sigterm() {
             .unwrap_or_else(|error| {
                 panic!("{service} binary: {error} (built by cargo test --workspace)")
             });
-        let ready = format!("http://127.0.0.1:{port}/health/ready");
-        chronicle_tests::eventually(Duration::from_secs(60), &ready, || async {
-            app.http
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success())
-        })
-        .await;
+        chronicle_tests::wait_ready(&app.http, &format!("http://127.0.0.1:{port}")).await;
 
         let pid = child.id().unwrap().to_string();
         std::process::Command::new("kill")
@@ -150,35 +135,20 @@ async fn each_binary_exits_cleanly_on_sigterm() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Passwords and tokens never reach the logs, even at the most verbose level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_or_token_is_ever_logged() {
     let app = TestApp::spawn().await;
-    let bin_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
     let logs = std::env::temp_dir().join(format!("chronicle-logs-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&logs).unwrap();
-    let (command_port, query_port) = (free_port(), free_port());
+    let (command_port, query_port) = (chronicle_tests::free_port(), chronicle_tests::free_port());
     let mut children = Vec::new();
     for (service, port) in [
         ("command-service", command_port),
         ("query-service", query_port),
     ] {
         let output = std::fs::File::create(logs.join(format!("{service}.log"))).unwrap();
-        let child = tokio::process::Command::new(bin_dir.join(service))
+        let child = tokio::process::Command::new(chronicle_tests::binary(service))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &app.database_url)
             .env("KAFKA_TOPIC", &app.topic)
@@ -197,15 +167,7 @@ async fn no_password_or_token_is_ever_logged() {
             .spawn()
             .unwrap();
         children.push(child);
-        let ready = format!("http://127.0.0.1:{port}/health/ready");
-        chronicle_tests::eventually(Duration::from_secs(60), &ready, || async {
-            app.http
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success())
-        })
-        .await;
+        chronicle_tests::wait_ready(&app.http, &format!("http://127.0.0.1:{port}")).await;
     }
     let graphql = format!("http://127.0.0.1:{query_port}/graphql");
     let password = "Zebra-Secret-Passphrase-42";
