@@ -145,9 +145,19 @@ impl Bench {
             self.reads(chronicle, pool, results).await?;
         }
         let tokens = AccessTokens::new(&chronicle.jwt_secret, Duration::from_secs(24 * 3600));
+        // One signed-in session per client, as a login would open it.
+        let sessions: Vec<Uuid> = users.iter().map(|_| Uuid::now_v7()).collect();
+        sqlx::query(
+            "INSERT INTO auth.sessions (id, user_id) SELECT * FROM UNNEST($1::uuid[], $2::uuid[])",
+        )
+        .bind(&sessions)
+        .bind(users)
+        .execute(pool)
+        .await?;
         let bearers: Vec<String> = users
             .iter()
-            .map(|user| tokens.issue(*user, "user"))
+            .zip(&sessions)
+            .map(|(user, session)| tokens.issue(*user, "user", *session))
             .collect();
         let api = CommandApi::new(
             &chronicle.command_service.url,

@@ -137,6 +137,7 @@ impl Chronicle {
             let mut command = Command::new(environment.bin_dir.join(binary));
             command
                 .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("METRICS_ADDR", "127.0.0.1:0")
                 .env("DATABASE_URL", database_url)
                 .env("KAFKA_BROKERS", &environment.kafka_brokers)
                 .env("KAFKA_TOPIC", &topic)

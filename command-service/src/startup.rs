@@ -8,6 +8,7 @@ use chronicle_platform::access_token::AccessTokens;
 use chronicle_platform::database::{self, PoolSettings};
 use chronicle_platform::health::Health;
 use chronicle_platform::kafka;
+use chronicle_platform::secrets;
 use chronicle_schema::commands::Secret;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -32,6 +33,8 @@ pub enum StartupError {
     Database(#[from] database::DatabaseError),
     #[error("{0} is required")]
     Missing(&'static str),
+    #[error(transparent)]
+    WeakSecret(#[from] chronicle_platform::secrets::WeakSecret),
 }
 
 pub struct Application {
@@ -50,9 +53,12 @@ impl Application {
             .jwt_secret
             .clone()
             .ok_or(StartupError::Missing("JWT_SECRET"))?;
-        if config.command_api_token.is_none() {
-            return Err(StartupError::Missing("COMMAND_API_TOKEN"));
-        }
+        let command_api_token = config
+            .command_api_token
+            .clone()
+            .ok_or(StartupError::Missing("COMMAND_API_TOKEN"))?;
+        secrets::check("JWT_SECRET", jwt_secret.expose())?;
+        secrets::check("COMMAND_API_TOKEN", command_api_token.expose())?;
         let pool = database::connect(
             &config.database_url,
             &PoolSettings {
@@ -78,6 +84,7 @@ impl Application {
             access_tokens: AccessTokens::new(jwt_secret.expose(), config.access_token_ttl()),
             relay_wake: Arc::new(Notify::new()),
             idempotency_ttl_seconds: config.idempotency_key_ttl_seconds,
+            fingerprint_key: commands::FingerprintKey::derive(jwt_secret.expose()),
             refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_seconds),
             login_limits: LoginLimits {
                 max_failures_per_account: config.login_max_failures,

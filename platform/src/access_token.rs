@@ -24,6 +24,11 @@ pub struct Claims {
     pub jti: Uuid,
     pub iss: String,
     pub aud: String,
+    /// The session (sign-in) the token belongs to: ending the session ends
+    /// the token at once, before it expires. Absent from tokens issued before
+    /// sessions existed, which are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -73,7 +78,7 @@ impl AccessTokens {
         self.0.ttl
     }
 
-    pub fn issue(&self, user_id: Uuid, role: &str) -> String {
+    pub fn issue(&self, user_id: Uuid, role: &str, session_id: Uuid) -> String {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
@@ -83,6 +88,7 @@ impl AccessTokens {
             jti: Uuid::now_v7(),
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
+            sid: Some(session_id),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .expect("HS256 signing of plain claims cannot fail")
@@ -112,7 +118,9 @@ mod tests {
     fn an_issued_token_verifies_and_carries_the_user() {
         let tokens = AccessTokens::new("test-secret", Duration::from_secs(60));
         let user = Uuid::now_v7();
-        let claims = tokens.verify(&tokens.issue(user, "USER")).unwrap();
+        let claims = tokens
+            .verify(&tokens.issue(user, "USER", Uuid::now_v7()))
+            .unwrap();
         assert_eq!(claims.sub, user);
     }
 
@@ -121,7 +129,7 @@ mod tests {
         let ours = AccessTokens::new("ours", Duration::from_secs(60));
         let theirs = AccessTokens::new("theirs", Duration::from_secs(60));
         assert_eq!(
-            ours.verify(&theirs.issue(Uuid::now_v7(), "ADMIN")),
+            ours.verify(&theirs.issue(Uuid::now_v7(), "ADMIN", Uuid::now_v7())),
             Err(TokenError::Invalid)
         );
         assert_eq!(ours.verify("not.a.jwt"), Err(TokenError::Invalid));
@@ -131,7 +139,7 @@ mod tests {
     fn an_expired_token_says_so() {
         let tokens = AccessTokens::new("s", Duration::from_secs(0));
         let mut claims = tokens
-            .verify(&tokens.issue(Uuid::now_v7(), "USER"))
+            .verify(&tokens.issue(Uuid::now_v7(), "USER", Uuid::now_v7()))
             .unwrap();
         claims.exp = Utc::now().timestamp() - 60;
         let stale =

@@ -31,6 +31,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Database(#[from] database::DatabaseError),
+    #[error(transparent)]
+    WeakSecret(#[from] chronicle_platform::secrets::WeakSecret),
     #[error("cannot open the search index in {dir}: {source}")]
     SearchIndex {
         dir: std::path::PathBuf,
@@ -48,6 +50,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
+        if let Some(token) = &config.service_token {
+            chronicle_platform::secrets::check("COMMAND_API_TOKEN", token.expose())?;
+        }
         let pool = database::connect(
             &config.database_url,
             &PoolSettings {

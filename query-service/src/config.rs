@@ -15,6 +15,10 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
+    /// Where `/metrics` is served: apart from the public API, for the scraper only.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9180")]
+    pub metrics_addr: SocketAddr,
+
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -68,8 +72,9 @@ pub struct Config {
     #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = 15)]
     pub max_query_depth: usize,
 
-    /// Largest cost of a query (one per field selected).
-    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    /// Largest cost of a query: a field counts 1, a list its page size times
+    /// what each item costs (see `graphql/cost.rs`); refused before it runs.
+    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 10_000)]
     pub max_query_complexity: usize,
 
     /// Requests per minute from one client address (token bucket; bursts up to the same).
@@ -80,9 +85,11 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_USER_PER_MINUTE", default_value_t = std::num::NonZeroU32::new(1200).expect("not zero"))]
     pub rate_limit_user_per_minute: std::num::NonZeroU32,
 
-    /// Take the client address from X-Forwarded-For (only behind a proxy you trust).
-    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_forwarded_for: bool,
+    /// Proxies in front of this service (CIDRs, comma-separated): behind them,
+    /// the client is the right-most X-Forwarded-For address none of them has.
+    /// Empty: X-Forwarded-For is ignored and the client is the TCP peer.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Browser origins allowed to call the API (comma-separated; `*` for any).
     #[arg(

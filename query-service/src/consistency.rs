@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ApiError;
 use crate::read_models::cache::RowCache;
 use crate::search::SearchIndex;
 
@@ -93,13 +94,12 @@ impl Consistency {
                 .is_some_and(|version| version >= token.version)
     }
 
-    /// Waits until the token's write is in the read models; `false` when
-    /// `timeout` passed first.
+    /// Waits until the token's write is in the read models.
     pub async fn wait_for(
         &self,
         token: &ConsistencyToken,
         timeout: Duration,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Wait, sqlx::Error> {
         self.wait_until(timeout, Includes::ReadModels(token)).await
     }
 
@@ -108,35 +108,88 @@ impl Consistency {
         &self,
         token: &ConsistencyToken,
         timeout: Duration,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Wait, sqlx::Error> {
         self.wait_until(timeout, Includes::Search(token)).await
+    }
+
+    /// The stream's version in the event store: what a token may name at most.
+    async fn written_version(&self, token: &ConsistencyToken) -> Result<i32, sqlx::Error> {
+        sqlx::query_scalar!(
+            r#"SELECT COALESCE(max(version), 0) AS "version!" FROM event_store.events
+               WHERE stream_id = $1 AND stream_type = $2"#,
+            token.stream_id,
+            token.stream_type.as_str()
+        )
+        .fetch_one(&self.pool)
+        .await
     }
 
     async fn wait_until(
         &self,
         timeout: Duration,
         condition: Includes<'_>,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Wait, sqlx::Error> {
         let deadline = Instant::now() + timeout.min(self.max_wait);
         let mut announcements = self.announcements.clone();
         announcements.mark_unchanged();
+        let mut checked_written = false;
         loop {
-            let reached = match condition {
-                Includes::ReadModels(token) => self.is_applied(token).await?,
-                Includes::Search(token) => self.is_indexed(token),
+            let (reached, token) = match condition {
+                Includes::ReadModels(token) => (self.is_applied(token).await?, token),
+                Includes::Search(token) => (self.is_indexed(token), token),
             };
             if reached {
                 // The write may be applied before its announcement reaches us:
                 // no cached row older than it may answer the reads that follow.
                 self.rows.invalidate();
-                return Ok(true);
+                return Ok(Wait::Reached);
+            }
+            // A token for a write that never happened (forged, or of another
+            // deployment) is refused at once instead of waiting it out.
+            if !checked_written {
+                checked_written = true;
+                let written = self.written_version(token).await?;
+                if written < token.version {
+                    return Ok(Wait::NeverWritten { written });
+                }
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(false);
+                return Ok(Wait::TimedOut);
             }
             let wake = deadline.min(now + RECHECK);
             let _ = tokio::time::timeout_at(wake, announcements.changed()).await;
+        }
+    }
+}
+
+/// How a wait on a consistency token ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    Reached,
+    TimedOut,
+    /// The token names a version past what the event store has for the stream.
+    NeverWritten {
+        written: i32,
+    },
+}
+
+impl Wait {
+    /// The client's error for a wait on a token it sent, if the wait failed.
+    pub fn into_result(self, what: &str, max_wait: Duration) -> Result<(), ApiError> {
+        match self {
+            Wait::Reached => Ok(()),
+            Wait::TimedOut => Err(ApiError::unavailable(format!(
+                "{what} has not caught up with this consistency token within {} ms; retry",
+                max_wait.as_millis()
+            ))),
+            Wait::NeverWritten { written } => Err(ApiError::bad_input(
+                "X-Consistency-Token",
+                format!(
+                    "names a write that does not exist (the stream has {written} versions); \
+                     send a token a mutation returned"
+                ),
+            )),
         }
     }
 }

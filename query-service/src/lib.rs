@@ -5,6 +5,7 @@
 //! token to the command-service (`command_client`), and read the result back
 //! once the projections include it (`consistency`).
 
+pub mod client;
 pub mod command_client;
 pub mod config;
 pub mod consistency;
@@ -15,6 +16,7 @@ pub mod rate_limit;
 pub mod read_models;
 pub mod rest;
 pub mod search;
+pub mod sessions;
 pub mod startup;
 
 pub use config::Config;

@@ -5,15 +5,17 @@
 //!
 //! The buckets live in this process: with N instances behind a load balancer
 //! a client gets up to N times the limit. (A shared store would be the next step.)
+//! Clients are keyed as `client::ClientAddress` says (one key per IPv6 /64),
+//! and buckets idle long enough to be full again are forgotten, at least once
+//! a minute and whenever more than [`MAX_TRACKED`] keys are held.
 
-use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chronicle_platform::access_token::{AccessTokens, bearer};
@@ -23,6 +25,12 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::client::ClientAddress;
+
+/// Keys held per limiter before idle ones are dropped at once.
+const MAX_TRACKED: usize = 100_000;
 
 type Buckets =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -34,11 +42,10 @@ pub struct RateLimits {
     client_limit: u32,
     user_limit: u32,
     access_tokens: AccessTokens,
-    trust_forwarded_for: bool,
 }
 
 /// Where the caller stands in the bucket that applied.
-struct Standing {
+pub struct Standing {
     limit: u32,
     remaining: u32,
     /// Until the bucket is full again.
@@ -50,7 +57,6 @@ impl RateLimits {
         client_per_minute: NonZeroU32,
         user_per_minute: NonZeroU32,
         access_tokens: AccessTokens,
-        trust_forwarded_for: bool,
         shutdown: CancellationToken,
     ) -> RateLimits {
         let buckets = |per_minute| {
@@ -65,7 +71,6 @@ impl RateLimits {
             client_limit: client_per_minute.get(),
             user_limit: user_per_minute.get(),
             access_tokens,
-            trust_forwarded_for,
         };
         // Forget full buckets now and then, or every address ever seen stays.
         let (per_client, per_user) = (limits.per_client.clone(), limits.per_user.clone());
@@ -83,22 +88,11 @@ impl RateLimits {
         limits
     }
 
-    /// The client's address: the peer, or the first X-Forwarded-For hop when
-    /// a trusted proxy sets it.
-    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        if self.trust_forwarded_for
-            && let Some(forwarded) = headers
-                .get("x-forwarded-for")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.split(',').next())
-                .and_then(|first| first.trim().parse().ok())
-        {
-            return forwarded;
-        }
-        peer.ip()
-    }
-
     fn take(&self, buckets: &Buckets, key: String, limit: u32) -> Result<Standing, Duration> {
+        if buckets.len() > MAX_TRACKED {
+            buckets.retain_recent();
+            buckets.shrink_to_fit();
+        }
         // The limiter's own clock: making a new one calibrates it (cpuid) each time.
         let now = buckets.clock().now();
         match buckets.check_key(&key) {
@@ -114,36 +108,53 @@ impl RateLimits {
             Err(not_until) => Err(not_until.wait_time_from(now)),
         }
     }
+
+    /// Takes one request from the client's bucket and, when signed in, the
+    /// user's; `Err` says how long to wait, and which limit applied.
+    pub fn check(
+        &self,
+        client: ClientAddress,
+        user: Option<Uuid>,
+    ) -> Result<Standing, (Duration, u32)> {
+        let mut standing = self
+            .take(&self.per_client, client.limit_key(), self.client_limit)
+            .map_err(|wait| (wait, self.client_limit))?;
+        if let Some(user) = user {
+            match self.take(&self.per_user, user.to_string(), self.user_limit) {
+                // Report the tighter of the two.
+                Ok(for_user) if for_user.remaining < standing.remaining => standing = for_user,
+                Ok(_) => {}
+                Err(wait) => return Err((wait, self.user_limit)),
+            }
+        }
+        Ok(standing)
+    }
+
+    /// The signed-in user a bearer token names, if it verifies.
+    pub fn user_of(&self, authorization: Option<&str>) -> Option<Uuid> {
+        authorization
+            .and_then(bearer)
+            .and_then(|token| self.access_tokens.verify(token).ok())
+            .map(|claims| claims.sub)
+    }
 }
 
-/// The middleware.
-pub async fn limit(
-    State(limits): State<RateLimits>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let client = limits.client(peer, request.headers());
-    let user = request
-        .headers()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .and_then(bearer)
-        .and_then(|token| limits.access_tokens.verify(token).ok())
-        .map(|claims| claims.sub);
-    let mut standing =
-        match limits.take(&limits.per_client, client.to_string(), limits.client_limit) {
-            Ok(standing) => standing,
-            Err(wait) => return refuse(wait, limits.client_limit),
-        };
-    if let Some(user) = user {
-        match limits.take(&limits.per_user, user.to_string(), limits.user_limit) {
-            // Report the tighter of the two.
-            Ok(for_user) if for_user.remaining < standing.remaining => standing = for_user,
-            Ok(_) => {}
-            Err(wait) => return refuse(wait, limits.user_limit),
-        }
-    }
+/// The middleware (after `client::identify`).
+pub async fn limit(State(limits): State<RateLimits>, request: Request, next: Next) -> Response {
+    let client = *request
+        .extensions()
+        .get::<ClientAddress>()
+        .expect("client::identify runs before the rate limits");
+    let user = limits.user_of(
+        request
+            .headers()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok()),
+    );
+    let standing = match limits.check(client, user) {
+        Ok(standing) => standing,
+        Err((wait, limit)) => return refuse(wait, limit),
+    };
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(standing.limit));
@@ -158,7 +169,7 @@ pub async fn limit(
     response
 }
 
-fn refuse(wait: Duration, limit: u32) -> Response {
+pub fn refuse(wait: Duration, limit: u32) -> Response {
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     metrics::counter!("chronicle_rate_limited_total").increment(1);
     let body = json!({

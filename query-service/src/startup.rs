@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
+use crate::client::{self, TrustedProxies};
 use crate::command_client::CommandClient;
 use crate::config::Config;
 use crate::consistency::Consistency;
@@ -32,16 +33,21 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Database(#[from] database::DatabaseError),
+    #[error(transparent)]
+    WeakSecret(#[from] chronicle_platform::secrets::WeakSecret),
 }
 
 pub struct Application {
     config: Config,
     listener: TcpListener,
+    metrics_listener: TcpListener,
     pool: PgPool,
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
+        chronicle_platform::secrets::check("JWT_SECRET", config.jwt_secret.expose())?;
+        chronicle_platform::secrets::check("COMMAND_API_TOKEN", config.command_api_token.expose())?;
         let pool = database::connect(
             &config.database_url,
             &PoolSettings {
@@ -49,15 +55,17 @@ impl Application {
                 ..PoolSettings::default()
             },
         )?;
-        let listener = chronicle_platform::http::bind(config.http_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                address: config.http_addr,
-                source,
-            })?;
+        let bind = |address| async move {
+            chronicle_platform::http::bind(address)
+                .await
+                .map_err(|source| StartupError::Bind { address, source })
+        };
+        let listener = bind(config.http_addr).await?;
+        let metrics_listener = bind(config.metrics_addr).await?;
         Ok(Application {
             config,
             listener,
+            metrics_listener,
             pool,
         })
     }
@@ -69,12 +77,26 @@ impl Application {
             .port()
     }
 
+    /// The port of the metrics listener (apart from the public API).
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
+    }
+
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let Application {
             config,
             listener,
+            metrics_listener,
             pool,
         } = self;
+        let metrics = tokio::spawn(chronicle_platform::http::serve(
+            metrics_listener,
+            chronicle_platform::metrics::router(),
+            shutdown.clone(),
+        ));
         let commands = CommandClient::new(
             &config.command_service_url,
             config.command_api_token.expose(),
@@ -94,6 +116,7 @@ impl Application {
             access_tokens: AccessTokens::new(config.jwt_secret.expose(), config.access_token_ttl()),
             freshness: Freshness::start(pool.clone(), shutdown.clone()),
             rows,
+            sessions: crate::sessions::Sessions::new(pool.clone()),
         };
         database::report_pool_usage(pool.clone(), "query-service", shutdown.clone());
         let health = {
@@ -110,6 +133,12 @@ impl Application {
         };
         // Nothing to initialise: the projector owns the read models' schema.
         health.mark_started();
+        let limits = RateLimits::new(
+            config.rate_limit_client_per_minute,
+            config.rate_limit_user_per_minute,
+            services.access_tokens.clone(),
+            shutdown.clone(),
+        );
         let schema = graphql::build_schema(
             services.clone(),
             graphql::Limits {
@@ -117,13 +146,6 @@ impl Application {
                 max_complexity: config.max_query_complexity,
                 introspection: config.introspection_enabled,
             },
-        );
-        let limits = RateLimits::new(
-            config.rate_limit_client_per_minute,
-            config.rate_limit_user_per_minute,
-            services.access_tokens.clone(),
-            config.trust_forwarded_for,
-            shutdown.clone(),
         );
         // The public API: rate-limited, CORS-checked, bounded in time.
         let public = Router::new()
@@ -133,20 +155,22 @@ impl Application {
                 services,
                 config.graphiql_enabled,
                 config.max_request_bytes,
+                limits.clone(),
             ))
             .layer(axum::middleware::from_fn_with_state(
                 limits,
                 rate_limit::limit,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                TrustedProxies::new(config.trusted_proxies.clone()),
+                client::identify,
             ))
             .layer(cors(&config.cors_allowed_origins))
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 Duration::from_millis(config.request_timeout_ms),
             ));
-        let router = Router::new()
-            .merge(public)
-            .merge(health.router())
-            .merge(chronicle_platform::metrics::router());
+        let router = Router::new().merge(public).merge(health.router());
         let served = chronicle_platform::http::serve(
             listener,
             chronicle_platform::http::with_standard_layers(router),
@@ -154,6 +178,7 @@ impl Application {
         )
         .await;
         shutdown.cancel();
+        let _ = metrics.await;
         pool.close().await;
         tracing::info!("query-service stopped");
         served

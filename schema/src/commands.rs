@@ -128,6 +128,34 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command with every secret blanked: all of it that may be
+    /// fingerprinted, stored or compared (an idempotency record keeps no
+    /// password, not even hashed). Exhaustive on purpose: a new command
+    /// decides here whether it carries a secret.
+    pub fn without_secrets(&self) -> Command {
+        let mut command = self.clone();
+        match &mut command {
+            Command::RegisterUser { password, .. } | Command::Login { password, .. } => {
+                *password = Secret::new("");
+            }
+            Command::RefreshToken { refresh_token } | Command::Logout { refresh_token } => {
+                *refresh_token = Secret::new("");
+            }
+            Command::UpdateProfile { .. }
+            | Command::ChangeRole { .. }
+            | Command::DeactivateUser { .. }
+            | Command::CreatePost { .. }
+            | Command::EditPost { .. }
+            | Command::PublishPost { .. }
+            | Command::UnpublishPost { .. }
+            | Command::DeletePost { .. }
+            | Command::AddComment { .. }
+            | Command::EditComment { .. }
+            | Command::DeleteComment { .. } => {}
+        }
+        command
+    }
+
     /// The command's name, for logs and metrics (never its content).
     pub fn name(&self) -> &'static str {
         match self {
@@ -188,6 +216,19 @@ mod tests {
         let printed = format!("{command:?}");
         assert!(!printed.contains("correct horse"), "{printed}");
         assert!(printed.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn without_secrets_keeps_everything_but_the_secret() {
+        let command = Command::RegisterUser {
+            email: "ada@example.com".into(),
+            handle: "ada".into(),
+            display_name: "Ada".into(),
+            password: Secret::new("correct horse battery staple"),
+        };
+        let json = serde_json::to_string(&command.without_secrets()).unwrap();
+        assert!(!json.contains("correct horse"), "{json}");
+        assert!(json.contains("ada@example.com"));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct TestOptions {
     pub rate_limit_per_minute: (u32, u32),
     /// Another Kafka than the shared one (a test's private broker).
     pub kafka_brokers: Option<String>,
+    /// query-service's TRUSTED_PROXIES (CIDRs), if any.
+    pub trusted_proxies: Option<String>,
 }
 
 impl Default for TestOptions {
@@ -39,6 +41,7 @@ impl Default for TestOptions {
             // High enough that no other test meets it.
             rate_limit_per_minute: (100_000, 100_000),
             kafka_brokers: None,
+            trusted_proxies: None,
         }
     }
 }
@@ -47,6 +50,8 @@ struct Running {
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
     url: String,
+    /// Where the service serves `/metrics`, when apart from `url`.
+    metrics_url: Option<String>,
 }
 
 pub struct TestApp {
@@ -117,6 +122,14 @@ impl TestApp {
 
     pub fn query_url(&self) -> &str {
         &self.query_service.url
+    }
+
+    /// Where query-service serves `/metrics` (not on its public port).
+    pub fn query_metrics_url(&self) -> &str {
+        self.query_service
+            .metrics_url
+            .as_deref()
+            .expect("query-service serves metrics apart")
     }
 
     pub fn command_url(&self) -> &str {
@@ -199,35 +212,49 @@ impl TestApp {
     }
 
     async fn start_query_service(&self) -> Running {
-        let config = query_service::Config::try_parse_from([
-            "query-service",
-            "--http-addr=127.0.0.1:0",
-            &format!("--database-url={}", self.database_url),
-            &format!("--command-service-url={}", self.command_service.url),
-            &format!("--jwt-secret={}", self.jwt_secret),
-            &format!("--command-api-token={}", self.command_api_token),
-            &format!(
-                "--consistency-timeout-ms={}",
-                self.options.consistency_timeout_ms
-            ),
-            &format!("--search-index-dir={}", self.search_index_dir.display()),
-            &format!(
-                "--rate-limit-client-per-minute={}",
-                self.options.rate_limit_per_minute.0
-            ),
-            &format!(
-                "--rate-limit-user-per-minute={}",
-                self.options.rate_limit_per_minute.1
-            ),
-            "--cors-allowed-origins=https://blog.example.com",
-        ])
+        let trusted_proxies = self
+            .options
+            .trusted_proxies
+            .as_ref()
+            .map(|cidrs| format!("--trusted-proxies={cidrs}"));
+        let config = query_service::Config::try_parse_from(
+            [
+                "query-service",
+                "--http-addr=127.0.0.1:0",
+                "--metrics-addr=127.0.0.1:0",
+                &format!("--database-url={}", self.database_url),
+                &format!("--command-service-url={}", self.command_service.url),
+                &format!("--jwt-secret={}", self.jwt_secret),
+                &format!("--command-api-token={}", self.command_api_token),
+                &format!(
+                    "--consistency-timeout-ms={}",
+                    self.options.consistency_timeout_ms
+                ),
+                &format!("--search-index-dir={}", self.search_index_dir.display()),
+                &format!(
+                    "--rate-limit-client-per-minute={}",
+                    self.options.rate_limit_per_minute.0
+                ),
+                &format!(
+                    "--rate-limit-user-per-minute={}",
+                    self.options.rate_limit_per_minute.1
+                ),
+                "--cors-allowed-origins=https://blog.example.com",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(trusted_proxies),
+        )
         .expect("a valid query-service configuration");
         let application = query_service::Application::build(config)
             .await
             .expect("build the query-service");
-        spawn_service(application.port(), |shutdown| {
+        let metrics_url = format!("http://127.0.0.1:{}", application.metrics_port());
+        let mut running = spawn_service(application.port(), |shutdown| {
             application.run_until_stopped(shutdown)
-        })
+        });
+        running.metrics_url = Some(metrics_url);
+        running
     }
 
     /// Another command-service on the same database and topic (its relay
@@ -398,6 +425,7 @@ fn placeholder() -> Running {
         shutdown: CancellationToken::new(),
         task: tokio::spawn(async { Ok(()) }),
         url: String::new(),
+        metrics_url: None,
     }
 }
 
@@ -412,6 +440,7 @@ where
         shutdown,
         task,
         url: format!("http://127.0.0.1:{port}"),
+        metrics_url: None,
     }
 }
 

@@ -244,7 +244,7 @@ async fn the_command_service_verifies_the_token_itself() {
         "not the secret",
         std::time::Duration::from_secs(60),
     )
-    .issue(ada.id, "ADMIN");
+    .issue(ada.id, "ADMIN", uuid::Uuid::now_v7());
     // Straight to the command API with the service credential: the forwarder
     // is trusted to forward, not to vouch for the user.
     let response = app
@@ -262,4 +262,108 @@ async fn the_command_service_verifies_the_token_itself() {
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "UNAUTHENTICATED");
+}
+
+/// A guess is counted before its password is checked: concurrent guesses
+/// cannot all slip in between a check and its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_passwords_are_checked_no_more_often_than_the_limit() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let guesses = (0..12).map(|index| {
+        app.graphql(LOGIN)
+            .variables(
+                json!({"input": {"email": ada.email, "password": format!("wrong guess {index}")}}),
+            )
+            .send()
+    });
+    let responses = futures::future::join_all(guesses).await;
+    let checked = responses
+        .iter()
+        .filter(|response| response.error_code() == "UNAUTHENTICATED")
+        .count();
+    let limited = responses
+        .iter()
+        .filter(|response| response.error_code() == "RATE_LIMITED")
+        .count();
+    assert_eq!((checked, limited), (5, 7));
+}
+
+const WRITE: &str = r#"mutation { createPost(input: {title: "After", body: "b"}) { version } }"#;
+
+/// Signing out ends the session's access tokens at once, for writes and
+/// within seconds for reads, not when they expire 15 minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_sessions_access_tokens_at_once() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let session = app.login(&ada).await;
+    let other_device = app.login(&ada).await;
+    app.graphql(LOGOUT)
+        .variables(json!({"token": session.refresh_token}))
+        .send()
+        .await
+        .data();
+
+    let write = app
+        .graphql(WRITE)
+        .bearer(&session.access_token)
+        .send()
+        .await;
+    assert_eq!(write.error_code(), "UNAUTHENTICATED");
+    assert!(
+        write.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("session")
+    );
+    chronicle_tests::eventually(
+        std::time::Duration::from_secs(5),
+        "reads with the signed-out token to end",
+        || async {
+            app.graphql(VIEWER)
+                .bearer(&session.access_token)
+                .send()
+                .await
+                .body["errors"][0]["extensions"]["code"]
+                == "UNAUTHENTICATED"
+        },
+    )
+    .await;
+    // The other session is another sign-in: it goes on.
+    app.graphql(WRITE)
+        .bearer(&other_device.access_token)
+        .send()
+        .await
+        .data();
+}
+
+/// A reused refresh token revokes its session: the access tokens issued in
+/// it (the thief's and the owner's) stop writing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_refresh_token_ends_its_sessions_access_tokens() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("ada").await;
+    let refreshed = app
+        .graphql(REFRESH)
+        .variables(json!({"token": session.refresh_token}))
+        .send()
+        .await;
+    let thief_access = refreshed.data()["refreshToken"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.graphql(WRITE).bearer(&thief_access).send().await.data();
+
+    let reuse = app
+        .graphql(REFRESH)
+        .variables(json!({"token": session.refresh_token}))
+        .send()
+        .await;
+    assert_eq!(reuse.error_code(), "UNAUTHENTICATED");
+
+    for token in [&session.access_token, &thief_access] {
+        let write = app.graphql(WRITE).bearer(token).send().await;
+        assert_eq!(write.error_code(), "UNAUTHENTICATED");
+    }
 }

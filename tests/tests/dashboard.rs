@@ -46,7 +46,7 @@ async fn every_metric_on_the_dashboard_is_exported() {
     for service in [
         app.command_url(),
         app.projector_url().unwrap(),
-        app.query_url(),
+        app.query_metrics_url(),
     ] {
         // Gauges reported every few seconds: wait until they appear.
         let url = format!("{service}/metrics");

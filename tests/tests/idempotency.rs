@@ -130,3 +130,47 @@ async fn an_overlong_key_is_bad_input() {
         .await;
     assert_eq!(response.error_code(), "BAD_USER_INPUT");
 }
+
+/// No password reaches any stored record or hash: the fingerprint of a
+/// request is keyed by a server secret and leaves secrets out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_idempotency_record_keeps_a_password_or_a_hash_of_one() {
+    use sha2::{Digest, Sha256};
+    let app = TestApp::spawn().await;
+    let password = "Zebra Secret Passphrase 42";
+    let input = json!({"email": "ada@example.com", "handle": "ada", "displayName": "Ada", "password": password});
+    app.graphql("mutation($input: RegisterUserInput!) { registerUser(input: $input) { version } }")
+        .variables(json!({"input": input}))
+        .header("idempotency-key", "register-ada")
+        .send()
+        .await
+        .data();
+
+    let records: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT request_hash, response FROM event_store.idempotency_keys")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 1);
+    let (fingerprint, response) = &records[0];
+    // What the old, unkeyed fingerprint was: a hash of the command with the password.
+    let command = json!({"type": "RegisterUser", "email": "ada@example.com", "handle": "ada",
+                         "displayName": "Ada", "password": password});
+    let unkeyed = format!(
+        "{:x}",
+        Sha256::digest(serde_json::to_vec(&command).unwrap())
+    );
+    assert_ne!(fingerprint, &unkeyed);
+    assert!(!response.to_string().contains(password));
+    // Nowhere in the database either: every text column of every table.
+    let dump: String = sqlx::query_scalar(
+        "SELECT string_agg(t::text, E'\\n') FROM (
+           SELECT row_to_json(k)::text AS t FROM event_store.idempotency_keys k
+           UNION ALL SELECT payload::text FROM event_store.events
+           UNION ALL SELECT row_to_json(c)::text FROM auth.credentials c) rows",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!dump.contains(password));
+}

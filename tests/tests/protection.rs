@@ -110,3 +110,63 @@ async fn browsers_may_call_from_allowed_origins_only() {
     let other = preflight("https://evil.example.net").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+/// Behind trusted proxies the client is the right-most address a trusted
+/// proxy reported, for every limit: what a client writes into
+/// X-Forwarded-For itself neither escapes its bucket nor locks others out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_trusted_proxies_every_limit_keys_on_the_address_the_proxy_saw() {
+    // The test client connects from loopback: it plays the proxy.
+    let app = TestApp::spawn_with(TestOptions {
+        trusted_proxies: Some("127.0.0.0/8".to_owned()),
+        ..limited(3, 1_000)
+    })
+    .await;
+    let as_client = |forwarded: &'static str| {
+        app.graphql("{ posts { totalCount } }")
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    for spoofed in [
+        "1.1.1.1, 198.51.100.7",
+        "2.2.2.2, 198.51.100.7",
+        "198.51.100.7",
+    ] {
+        assert_eq!(as_client(spoofed).await.status, 200);
+    }
+    // A new made-up left-most address is still the same client to the proxy.
+    assert_eq!(as_client("3.3.3.3, 198.51.100.7").await.status, 429);
+    // Another client behind the same proxy has a bucket of its own.
+    assert_eq!(as_client("198.51.100.8").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_trusted_proxies_one_client_guessing_passwords_locks_out_only_itself() {
+    let app = TestApp::spawn_with(TestOptions {
+        trusted_proxies: Some("127.0.0.0/8".to_owned()),
+        ..TestOptions::default()
+    })
+    .await;
+    let ada = app.register("ada").await;
+    let login = |email: String, password: String, forwarded: &'static str| {
+        app.graphql("mutation($input: LoginInput!) { login(input: $input) { accessToken } }")
+            .variables(serde_json::json!({"input": {"email": email, "password": password}}))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    for index in 0..20 {
+        let guess = login(
+            format!("guess{index}@example.com"),
+            "some password".into(),
+            "198.51.100.7",
+        )
+        .await;
+        assert_eq!(guess.error_code(), "UNAUTHENTICATED");
+    }
+    let attacker = login(ada.email.clone(), ada.password.clone(), "198.51.100.7").await;
+    assert_eq!(attacker.error_code(), "RATE_LIMITED");
+    // Ada, elsewhere behind the same proxy, signs in.
+    login(ada.email.clone(), ada.password.clone(), "198.51.100.9")
+        .await
+        .data();
+}

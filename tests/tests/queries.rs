@@ -361,3 +361,32 @@ async fn responses_say_how_fresh_the_projections_they_read_are() {
         "search was not read"
     );
 }
+
+/// A token for a write that never happened is refused at once, not waited out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistency_token_past_the_streams_last_version_is_refused_at_once() {
+    use chronicle_schema::consistency::ConsistencyToken;
+    use chronicle_schema::events::StreamType;
+    let app = TestApp::spawn().await;
+    let (ada, _) = app.signed_in("ada").await;
+    for (stream_id, version) in [(ada.id, 999_999), (uuid::Uuid::now_v7(), 1)] {
+        let forged = ConsistencyToken {
+            stream_type: StreamType::User,
+            stream_id,
+            version,
+        };
+        let started = std::time::Instant::now();
+        let response = app
+            .graphql("{ posts { totalCount } }")
+            .header("x-consistency-token", &forged.to_string())
+            .send()
+            .await;
+        assert_eq!(response.error_code(), "BAD_USER_INPUT");
+        assert!(response.error()["extensions"]["fields"]["X-Consistency-Token"].is_string());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "refused after {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -380,3 +380,99 @@ async fn a_consistency_token_makes_search_wait_for_the_index_even_across_a_rebui
         .await;
     assert_eq!(old.data()["search"]["totalCount"], 1);
 }
+
+/// A cursor is input like any other: one whose offset is absurd is refused
+/// (it once went straight into the index and ended the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_past_the_deepest_page_is_bad_input_and_the_service_lives_on() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let (_, ada) = app.signed_in("ada").await;
+    post(&app, &ada, "Something", "to search", &[]).await;
+    app.drain_search().await;
+    let huge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("search:1000000000000000");
+    let overflow =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("search:{}", u64::MAX));
+    for cursor in [&huge, &overflow, &"A".repeat(5000)] {
+        let rest = app
+            .http
+            .get(format!("{}/search", app.query_url()))
+            .query(&[("q", "x"), ("after", cursor.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rest.status(), 400);
+        let body: Value = rest.json().await.unwrap();
+        assert_eq!(body["code"], "BAD_USER_INPUT", "{body}");
+        assert!(body["fields"]["after"].is_string(), "{body}");
+
+        let graphql = app
+            .graphql(SEARCH)
+            .variables(json!({"q": "zzqqnomatch", "after": cursor}))
+            .send()
+            .await;
+        assert_eq!(graphql.error_code(), "BAD_USER_INPUT");
+    }
+    // Still serving.
+    let result = search(&app, "something", json!({})).await;
+    assert_eq!(result["totalCount"], 1);
+}
+
+/// The syntax users get: words, "phrases", -exclusions and field:term on the
+/// documented fields; every other operator is refused by name, before any of
+/// it runs against the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_syntax_is_words_phrases_exclusions_and_fields_and_refuses_the_rest_by_name() {
+    let app = TestApp::spawn().await;
+    let (_, ada) = app.signed_in("ada").await;
+    post(
+        &app,
+        &ada,
+        "Kafka streams",
+        "Exactly once delivery.",
+        &["kafka"],
+    )
+    .await;
+    post(&app, &ada, "Kafka and Java", "Old clients.", &["java"]).await;
+    app.drain_search().await;
+
+    let found = |query: &'static str| {
+        let app = &app;
+        async move { titles(&search(app, query, json!({})).await) }
+    };
+    assert_eq!(found("kafka -java").await, vec!["Kafka streams"]);
+    assert_eq!(found("title:kafka tag:java").await, vec!["Kafka and Java"]);
+    assert_eq!(found("body:\"exactly once\"").await, vec!["Kafka streams"]);
+    assert_eq!(
+        found("kafka author:ada -tag:java").await,
+        vec!["Kafka streams"]
+    );
+
+    for (query, named) in [
+        ("*", "wildcards"),
+        ("body:*", "wildcards"),
+        ("title:[a TO zzzz]", "ranges"),
+        ("\"kafka streams\"~4294967295", "proximity"),
+        ("kafka~2", "fuzzy"),
+        ("kafka^9", "boosts"),
+        ("kafka OR java", "boolean"),
+        ("secret:x", "no field"),
+    ] {
+        let response = app
+            .graphql(SEARCH)
+            .variables(json!({"q": query}))
+            .send()
+            .await;
+        assert_eq!(response.error_code(), "BAD_USER_INPUT", "{query}");
+        let message = response.error()["message"].as_str().unwrap();
+        assert!(message.contains(named), "{query}: {message}");
+        let rest = app
+            .http
+            .get(format!("{}/search", app.query_url()))
+            .query(&[("q", query)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rest.status(), 400, "{query}");
+    }
+}

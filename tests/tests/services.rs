@@ -106,9 +106,12 @@ async fn each_binary_exits_cleanly_on_sigterm() {
         let port = chronicle_tests::free_port();
         let mut child = tokio::process::Command::new(chronicle_tests::binary(service))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", &app.database_url)
             .env("KAFKA_TOPIC", &app.topic)
             .env("PROJECTOR_GROUP", format!("{}-binary", app.consumer_group))
+            // Never the default, relative to the working directory.
+            .env("SEARCH_INDEX_DIR", app.search_index_dir.join("binary"))
             .env("JWT_SECRET", &app.jwt_secret)
             .env("COMMAND_API_TOKEN", &app.command_api_token)
             .env("COMMAND_SERVICE_URL", app.command_url())
@@ -150,6 +153,7 @@ async fn no_password_or_token_is_ever_logged() {
         let output = std::fs::File::create(logs.join(format!("{service}.log"))).unwrap();
         let child = tokio::process::Command::new(chronicle_tests::binary(service))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", &app.database_url)
             .env("KAFKA_TOPIC", &app.topic)
             .env("JWT_SECRET", &app.jwt_secret)
@@ -236,4 +240,37 @@ async fn no_password_or_token_is_ever_logged() {
         "the services logged at trace level ({seen_lines} lines)"
     );
     let _ = std::fs::remove_dir_all(logs);
+}
+
+/// A guessable secret is never used: a service refuses to start with a
+/// template's placeholder or a key under 32 bytes, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_refuse_to_start_with_a_placeholder_or_short_secret() {
+    let strong = "mjzuPkpaEEtM5Vwp54hZFjIREKLMXMotkmyR25RFVcpvp0M";
+    for service in ["command-service", "query-service"] {
+        for (jwt_secret, expected) in [
+            ("dev-only-jwt-secret-change-me", "placeholder"),
+            ("short-secret", "at least 32"),
+        ] {
+            let output = tokio::process::Command::new(chronicle_tests::binary(service))
+                .env("HTTP_ADDR", "127.0.0.1:0")
+                .env("METRICS_ADDR", "127.0.0.1:0")
+                .env("JWT_SECRET", jwt_secret)
+                .env("COMMAND_API_TOKEN", strong)
+                .env("RELAY_ENABLED", "false")
+                .kill_on_drop(true)
+                .output();
+            let output = tokio::time::timeout(Duration::from_secs(20), output)
+                .await
+                .unwrap_or_else(|_| panic!("{service} started with JWT_SECRET={jwt_secret}"))
+                .unwrap();
+            assert!(!output.status.success(), "{service} accepted {jwt_secret}");
+            let said = String::from_utf8_lossy(&output.stderr).to_string()
+                + &String::from_utf8_lossy(&output.stdout);
+            assert!(
+                said.contains("JWT_SECRET") && said.contains(expected),
+                "{service}: {said}"
+            );
+        }
+    }
 }

@@ -16,14 +16,34 @@ pub struct LoginLimits {
     pub window: Duration,
 }
 
-/// `RATE_LIMITED` (with when to retry) if the account or the client is locked out.
-pub async fn check(
+/// An attempt counted against its account and client before the password is
+/// checked: if it fails, it stays as a failure; if it succeeds, [`succeeded`]
+/// forgets it with the account's other failures.
+pub struct Attempt {
+    id: i64,
+}
+
+/// Counts this attempt, or answers `RATE_LIMITED` (with when to retry) if the
+/// account or the client is locked out. Counting and checking are one step,
+/// serialised per account and per client: twelve concurrent guesses against a
+/// limit of five get five password checks, not twelve.
+pub async fn admit(
     pool: &PgPool,
     limits: &LoginLimits,
     email: &str,
     client: &str,
-) -> Result<(), CommandError> {
+) -> Result<Attempt, CommandError> {
     let window = limits.window.as_secs_f64();
+    let mut transaction = pool.begin().await?;
+    // Account first, then client, in every transaction: no two wait on each other.
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('login-account:' || $1, 0)),
+                pg_advisory_xact_lock(hashtextextended('login-client:' || $2, 0))",
+        email,
+        client
+    )
+    .execute(&mut *transaction)
+    .await?;
     let counts = sqlx::query!(
         r#"SELECT
              count(*) FILTER (WHERE email = $1) AS "account!",
@@ -36,39 +56,47 @@ pub async fn check(
         client,
         window
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *transaction)
     .await?;
     let oldest_age = if counts.account >= limits.max_failures_per_account {
-        counts.account_age
+        Some(counts.account_age)
     } else if counts.client >= limits.max_failures_per_client {
-        counts.client_age
+        Some(counts.client_age)
     } else {
-        return Ok(());
+        None
     };
-    metrics::counter!("chronicle_login_rate_limited_total").increment(1);
-    let retry_after_seconds = (window - oldest_age.unwrap_or(0.0)).ceil().max(1.0) as u64;
-    Err(CommandError::RateLimited {
-        retry_after_seconds,
-    })
-}
-
-pub async fn record_failure(pool: &PgPool, email: &str, client: &str) -> Result<(), CommandError> {
-    sqlx::query!(
-        "INSERT INTO auth.login_failures (email, client) VALUES ($1, $2)",
+    if let Some(oldest_age) = oldest_age {
+        metrics::counter!("chronicle_login_rate_limited_total").increment(1);
+        let retry_after_seconds = (window - oldest_age.unwrap_or(0.0)).ceil().max(1.0) as u64;
+        return Err(CommandError::RateLimited {
+            retry_after_seconds,
+        });
+    }
+    let id = sqlx::query_scalar!(
+        "INSERT INTO auth.login_failures (email, client) VALUES ($1, $2) RETURNING id",
         email,
         client
     )
-    .execute(pool)
+    .fetch_one(&mut *transaction)
     .await?;
-    metrics::counter!("chronicle_login_failures_total").increment(1);
-    Ok(())
+    transaction.commit().await?;
+    Ok(Attempt { id })
 }
 
-/// A successful login forgets the account's failures.
-pub async fn clear(pool: &PgPool, email: &str) -> Result<(), CommandError> {
-    sqlx::query!("DELETE FROM auth.login_failures WHERE email = $1", email)
-        .execute(pool)
-        .await?;
+/// The attempt failed: it stays counted.
+pub fn failed(_attempt: Attempt) {
+    metrics::counter!("chronicle_login_failures_total").increment(1);
+}
+
+/// The attempt succeeded: it, and the account's earlier failures, are forgotten.
+pub async fn succeeded(pool: &PgPool, attempt: Attempt, email: &str) -> Result<(), CommandError> {
+    sqlx::query!(
+        "DELETE FROM auth.login_failures WHERE id = $1 OR email = $2",
+        attempt.id,
+        email
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -26,6 +26,25 @@ pub async fn resolve_actor(
         TokenError::Expired => CommandError::Unauthenticated("the access token has expired"),
         TokenError::Invalid => CommandError::Unauthenticated("the access token is invalid"),
     })?;
+    let Some(session_id) = claims.sid else {
+        return Err(CommandError::Unauthenticated(
+            "the access token has no session; sign in again",
+        ));
+    };
+    let session_open = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM auth.sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+           ) AS "open!""#,
+        session_id,
+        claims.sub
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if !session_open {
+        return Err(CommandError::Unauthenticated(
+            "the session has ended (signed out, or the account was secured); sign in again",
+        ));
+    }
     let user = event_store::load::<User>(connection, claims.sub)
         .await?
         .state;

@@ -112,12 +112,52 @@ pub async fn revoke_session(pool: &PgPool, token: &str) -> Result<Option<Uuid>, 
     Ok(Some(row.user_id))
 }
 
+/// Ends a session: its refresh tokens, and (through `sid`) its access tokens.
 async fn revoke(connection: &mut PgConnection, family_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
         family_id
     )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "UPDATE auth.sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        family_id
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Starts a session (a login), or finds it still open (a refresh).
+pub async fn open_session(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO auth.sessions (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        session_id,
+        user_id
+    )
     .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Ends every session of a user (their account was deactivated).
+pub async fn revoke_all(connection: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "UPDATE auth.sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id
+    )
+    .execute(&mut *connection)
     .await?;
     Ok(())
 }

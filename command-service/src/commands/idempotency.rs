@@ -5,8 +5,9 @@
 //! advisory lock on (caller, key), taken before anything is read. Advisory
 //! locks assign no transaction id, so this does not disturb the relay's order.
 
-use chronicle_schema::CommandReply;
-use sha2::{Digest, Sha256};
+use chronicle_schema::{Command, CommandReply};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use sqlx::PgConnection;
 
 use crate::error::CommandError;
@@ -19,11 +20,35 @@ pub struct IdempotencyScope {
     pub request_hash: String,
 }
 
+/// The server's key for request fingerprints. Keyed, and over the command
+/// without its secrets: whoever reads the table can neither recompute a
+/// fingerprint nor test guesses of a password against it.
+#[derive(Clone)]
+pub struct FingerprintKey(std::sync::Arc<[u8; 32]>);
+
+impl FingerprintKey {
+    /// Derived from a server secret, for this one purpose.
+    pub fn derive(server_secret: &str) -> FingerprintKey {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(server_secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"chronicle idempotency fingerprint v1");
+        FingerprintKey(std::sync::Arc::new(mac.finalize().into_bytes().into()))
+    }
+
+    fn fingerprint(&self, bytes: &[u8]) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&*self.0).expect("HMAC takes keys of any length");
+        mac.update(bytes);
+        format!("{:x}", mac.finalize().into_bytes())
+    }
+}
+
 impl IdempotencyScope {
     pub fn new(
         caller: String,
         key: &str,
-        request: &impl serde::Serialize,
+        command: &Command,
+        fingerprint_key: &FingerprintKey,
     ) -> Result<IdempotencyScope, CommandError> {
         if key.is_empty() || key.len() > MAX_KEY_LENGTH {
             let mut fields = crate::validation::FieldErrors::new();
@@ -33,12 +58,12 @@ impl IdempotencyScope {
             );
             return Err(CommandError::Invalid(fields));
         }
-        let request = serde_json::to_vec(request)
+        let request = serde_json::to_vec(&command.without_secrets())
             .map_err(|error| CommandError::Internal(format!("command serialisation: {error}")))?;
         Ok(IdempotencyScope {
             caller,
             key: key.to_owned(),
-            request_hash: format!("{:x}", Sha256::digest(request)),
+            request_hash: fingerprint_key.fingerprint(&request),
         })
     }
 }

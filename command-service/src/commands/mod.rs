@@ -27,7 +27,7 @@ use crate::error::CommandError;
 use crate::event_store::{self, AppendContext};
 
 use idempotency::IdempotencyScope;
-pub use idempotency::purge_expired as purge_expired_idempotency_keys;
+pub use idempotency::{FingerprintKey, purge_expired as purge_expired_idempotency_keys};
 use posts::Transition;
 
 /// How many times a command without `expectedVersion` is re-decided after
@@ -81,6 +81,7 @@ pub struct CommandServices {
     /// Wakes the outbox relay after a commit, so publishing starts at once.
     pub relay_wake: Arc<Notify>,
     pub idempotency_ttl_seconds: u64,
+    pub fingerprint_key: FingerprintKey,
     pub refresh_token_ttl: Duration,
     pub login_limits: LoginLimits,
 }
@@ -241,7 +242,12 @@ impl Execution<'_> {
             .idempotency_key
             .as_deref()
             .map(|key| {
-                IdempotencyScope::new(self.idempotency_caller(), key, &self.envelope.command)
+                IdempotencyScope::new(
+                    self.idempotency_caller(),
+                    key,
+                    &self.envelope.command,
+                    &self.services.fingerprint_key,
+                )
             })
             .transpose()
     }

@@ -35,7 +35,8 @@ pub(super) async fn login(
     let services = execution.services;
     let email = email.trim().to_lowercase();
     let client = execution.request.client.as_str();
-    login_limit::check(&services.pool, &services.login_limits, &email, client).await?;
+    let attempt =
+        login_limit::admit(&services.pool, &services.login_limits, &email, client).await?;
 
     let user_id = sqlx::query_scalar!(
         "SELECT stream_id FROM event_store.unique_claims WHERE kind = 'email' AND value = $1",
@@ -62,11 +63,11 @@ pub(super) async fn login(
         }
     };
     let Some(user_id) = verified else {
-        login_limit::record_failure(&services.pool, &email, client).await?;
+        login_limit::failed(attempt);
         return Err(CommandError::Unauthenticated(WRONG_CREDENTIALS));
     };
     let user = active_user(execution, user_id).await?;
-    login_limit::clear(&services.pool, &email).await?;
+    login_limit::succeeded(&services.pool, attempt, &email).await?;
     start_session(execution, &user, Uuid::now_v7()).await
 }
 
@@ -122,16 +123,20 @@ async fn start_session(
     family_id: Uuid,
 ) -> Result<CommandReply, CommandError> {
     let services = execution.services;
+    let mut transaction = services.pool.begin().await?;
+    refresh_tokens::open_session(&mut transaction, user.state.id, family_id).await?;
     let refresh_token = refresh_tokens::issue(
-        &mut *services.pool.acquire().await?,
+        &mut transaction,
         user.state.id,
         family_id,
         services.refresh_token_ttl,
     )
     .await?;
-    let access_token = services
-        .access_tokens
-        .issue(user.state.id, user.state.role.as_str());
+    transaction.commit().await?;
+    let access_token =
+        services
+            .access_tokens
+            .issue(user.state.id, user.state.role.as_str(), family_id);
     let session = Session {
         access_token: Secret::new(access_token),
         refresh_token: Secret::new(refresh_token),

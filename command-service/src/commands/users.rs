@@ -136,12 +136,7 @@ pub(super) async fn deactivate(
             })
             .await?;
         // A deactivated account's sessions end with it.
-        sqlx::query!(
-            "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-            user_id
-        )
-        .execute(&mut *connection)
-        .await?;
+        crate::auth::refresh_tokens::revoke_all(connection, user_id).await?;
         Ok(written)
     })
 }

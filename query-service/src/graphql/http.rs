@@ -7,16 +7,15 @@
 //! `application/graphql-response+json` get request errors as 4xx statuses;
 //! `application/json` clients get 200, as that media type requires.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::parser::types::OperationType;
-use async_graphql::{Data, Pos, ServerError, Value};
+use async_graphql::{Data, ServerError, Value};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -25,9 +24,11 @@ use chronicle_platform::http::REQUEST_ID;
 use chronicle_schema::{ConsistencyToken, ErrorCode, Role};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use super::{ChronicleSchema, RequestContext, ResponseNotes, Services, Viewer};
+use super::{ChronicleSchema, RequestContext, ResponseNotes, Services, Viewer, socket};
+use crate::client::ClientAddress;
 use crate::command_client::Caller;
 use crate::error::ApiError;
+use crate::rate_limit::RateLimits;
 use crate::read_models::users;
 
 pub const CONSISTENCY_TOKEN_HEADER: &str = "x-consistency-token";
@@ -41,6 +42,9 @@ struct GraphqlState {
     schema: ChronicleSchema,
     services: Services,
     graphiql: bool,
+    limits: RateLimits,
+    connections: socket::Connections,
+    max_message_bytes: usize,
 }
 
 pub fn router(
@@ -48,6 +52,7 @@ pub fn router(
     services: Services,
     graphiql: bool,
     max_body_bytes: usize,
+    limits: RateLimits,
 ) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -56,6 +61,9 @@ pub fn router(
             schema,
             services,
             graphiql,
+            limits,
+            connections: socket::Connections::default(),
+            max_message_bytes: max_body_bytes,
         })
         // Refused by its Content-Length (or as it streams past the limit),
         // before any of it is parsed.
@@ -98,12 +106,32 @@ async fn coded_payload_too_large(response: Response) -> Response {
 
 async fn graphql_post(
     State(state): State<GraphqlState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<ClientAddress>,
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
+    // GraphQL over HTTP: a POST says what it sends; only JSON is understood.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<mime::Mime>().ok())
+        .is_some_and(|mime| {
+            mime.type_() == mime::APPLICATION
+                && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
+        });
+    if !is_json {
+        return refuse(
+            ApiError::new(
+                ErrorCode::BadUserInput,
+                "send the GraphQL request as JSON, with Content-Type: application/json",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            request_id(&headers),
+            media_type(&headers),
+        );
+    }
     match request {
-        Ok(request) => execute(&state, peer, &headers, request.into_inner()).await,
+        Ok(request) => execute(&state, client, &headers, request.into_inner()).await,
         Err(rejection) => refuse(
             ApiError::new(
                 ErrorCode::BadUserInput,
@@ -118,7 +146,7 @@ async fn graphql_post(
 
 async fn graphql_get(
     State(state): State<GraphqlState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<ClientAddress>,
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
@@ -142,7 +170,7 @@ async fn graphql_get(
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 return response;
             }
-            execute(&state, peer, &headers, request).await
+            execute(&state, client, &headers, request).await
         }
         _ if state.graphiql => Html(
             GraphiQLSource::build()
@@ -192,32 +220,82 @@ fn operation(request: &async_graphql::Request) -> Option<(OperationType, String)
     Some((operation.node.ty, fields.join(",")))
 }
 
-/// Subscriptions: each connection gets an anonymous request context (events
-/// are public), with a loader that batches but does not cache.
+/// GraphQL over WebSocket (graphql-transport-ws). The connection's caller
+/// is who signs in in `connection_init` (`{"authorization": "Bearer …"}`),
+/// else anonymous; the limits of `socket` apply to every operation.
 async fn graphql_ws(
     State(state): State<GraphqlState>,
+    Extension(client): Extension<ClientAddress>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let GraphqlState {
-        schema, services, ..
-    } = state;
+    let Some(slot) = state.connections.admit(client) else {
+        return refuse(
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "a client holds at most {} WebSocket connections at once",
+                    socket::MAX_CONNECTIONS_PER_CLIENT
+                ),
+            ),
+            StatusCode::TOO_MANY_REQUESTS,
+            request_id(&headers),
+            MediaType::Json,
+        );
+    };
+    let request_id = request_id(&headers);
+    let max_message_bytes = state.max_message_bytes;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |_payload| async move {
-                    let mut data = Data::default();
-                    data.insert(RequestContext::new(
-                        None,
-                        Caller::default(),
-                        None,
-                        &services,
-                    ));
-                    Ok(data)
+        .max_message_size(max_message_bytes)
+        .max_frame_size(max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            let on_init_state = state.clone();
+            GraphQLWebSocket::new(socket, state.schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    socket_session(&on_init_state, client, request_id, &payload).await
                 })
                 .serve()
+                .await;
+            drop(slot);
         })
+}
+
+/// The session data of a socket, from its `connection_init` payload.
+async fn socket_session(
+    state: &GraphqlState,
+    client: ClientAddress,
+    request_id: Option<String>,
+    payload: &serde_json::Value,
+) -> async_graphql::Result<Data> {
+    let authorization = ["authorization", "Authorization"]
+        .iter()
+        .find_map(|key| payload.get(*key))
+        .and_then(|value| value.as_str());
+    let bearer = authorization.and_then(bearer).map(str::to_owned);
+    let viewer = match &bearer {
+        Some(token) => Some(
+            viewer(state, token)
+                .await
+                .map_err(async_graphql::Error::from)?,
+        ),
+        None => None,
+    };
+    let caller = Caller {
+        bearer,
+        client_address: client.0.to_string(),
+        request_id,
+        idempotency_key: None,
+    };
+    let mut data = Data::default();
+    data.insert(socket::SocketSession::new(
+        client,
+        viewer.map(|viewer| viewer.id),
+        state.limits.clone(),
+    ));
+    data.insert(RequestContext::new(viewer, caller, None, &state.services));
+    Ok(data)
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -229,13 +307,21 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 
 async fn execute(
     state: &GraphqlState,
-    peer: SocketAddr,
+    client: ClientAddress,
     headers: &HeaderMap,
     request: async_graphql::Request,
 ) -> Response {
     let request_id = request_id(headers);
     let media = media_type(headers);
-    let context = match request_context(state, peer, headers, request_id.clone()).await {
+    if request.query.trim().is_empty() {
+        return refuse(
+            ApiError::bad_input("query", "the request has no GraphQL document in `query`"),
+            StatusCode::BAD_REQUEST,
+            request_id,
+            media,
+        );
+    }
+    let context = match request_context(state, client, headers, request_id.clone()).await {
         Ok(context) => context,
         Err(error) => {
             let status =
@@ -283,7 +369,7 @@ async fn execute(
 /// Who asks and what they wait for; a bad token or header fails the request.
 async fn request_context(
     state: &GraphqlState,
-    peer: SocketAddr,
+    client: ClientAddress,
     headers: &HeaderMap,
     request_id: Option<String>,
 ) -> Result<RequestContext, ApiError> {
@@ -303,16 +389,14 @@ async fn request_context(
     };
     if let Some(token) = &consistency_token {
         let consistency = &state.services.consistency;
-        if !consistency.wait_for(token, consistency.max_wait).await? {
-            return Err(ApiError::unavailable(format!(
-                "the read models have not caught up with this consistency token within {} ms; retry",
-                consistency.max_wait.as_millis()
-            )));
-        }
+        consistency
+            .wait_for(token, consistency.max_wait)
+            .await?
+            .into_result("the read models", consistency.max_wait)?;
     }
     let caller = Caller {
         bearer,
-        client_address: peer.ip().to_string(),
+        client_address: client.0.to_string(),
         request_id,
         idempotency_key: header(IDEMPOTENCY_KEY_HEADER).map(str::to_owned),
     };
@@ -338,6 +422,22 @@ async fn viewer(state: &GraphqlState, token: &str) -> Result<Viewer, ApiError> {
             };
             ApiError::new(ErrorCode::Unauthenticated, message)
         })?;
+    let session_open = match claims.sid {
+        Some(session_id) => {
+            state
+                .services
+                .sessions
+                .is_open(session_id, claims.sub)
+                .await?
+        }
+        None => false,
+    };
+    if !session_open {
+        return Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the session has ended (signed out, or the account was secured); sign in again",
+        ));
+    }
     let current = users::by_id(&state.services.pool, claims.sub).await?;
     let role = match &current {
         Some(user) if !user.active => {
@@ -356,9 +456,12 @@ async fn viewer(state: &GraphqlState, token: &str) -> Result<Viewer, ApiError> {
     })
 }
 
+/// A request-level error: it has no place in the document, so no `locations`.
 fn error_response(error: ApiError) -> async_graphql::Response {
     let error: async_graphql::Error = error.into();
-    async_graphql::Response::from_errors(vec![error.into_server_error(Pos::default())])
+    let mut server_error = ServerError::new(error.message, None);
+    server_error.extensions = error.extensions;
+    async_graphql::Response::from_errors(vec![server_error])
 }
 
 /// A request refused before execution, with an HTTP status that says why.
@@ -441,7 +544,8 @@ fn respond(
         (Some(status), _)
             if status == StatusCode::BAD_REQUEST
                 || status == StatusCode::PAYLOAD_TOO_LARGE
-                || status == StatusCode::METHOD_NOT_ALLOWED =>
+                || status == StatusCode::METHOD_NOT_ALLOWED
+                || status == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
         {
             status
         }
@@ -453,7 +557,15 @@ fn respond(
         MediaType::GraphqlResponseJson => GRAPHQL_RESPONSE_JSON,
         MediaType::Json => "application/json",
     };
-    match serde_json::to_vec(&response) {
+    let body = serde_json::to_value(&response).map(|mut body| {
+        // A request that failed before execution has no `data` entry at all
+        // (GraphQL spec, "Response Format").
+        if request_failed && let Some(fields) = body.as_object_mut() {
+            fields.remove("data");
+        }
+        body
+    });
+    match body.and_then(|body| serde_json::to_vec(&body)) {
         Ok(body) => (status, [(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(error) => {
             tracing::error!(%error, "could not serialise a GraphQL response");

@@ -1,5 +1,6 @@
 //! The GraphQL API (contract: `schema/api.graphql`).
 
+pub mod cost;
 mod http;
 pub mod loaders;
 mod mutation;
@@ -8,6 +9,7 @@ pub mod query;
 #[cfg(test)]
 mod sdl_tests;
 mod search;
+pub mod socket;
 mod subscription;
 mod types;
 
@@ -47,6 +49,7 @@ pub struct Services {
     pub access_tokens: AccessTokens,
     pub freshness: crate::freshness::Freshness,
     pub rows: RowCache,
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// The signed-in caller, from a verified access token.
@@ -156,7 +159,10 @@ pub fn build_schema(services: Services, limits: Limits) -> ChronicleSchema {
     let mut builder = Schema::build(Query::default(), Mutation, Subscription)
         .data(services)
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity);
+        .extension(cost::QueryCost {
+            limit: limits.max_complexity,
+        })
+        .extension(socket::SocketLimits);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

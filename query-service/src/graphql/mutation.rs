@@ -8,7 +8,7 @@ use chronicle_schema::{Command, CommandReply};
 use uuid::Uuid;
 
 use super::query::parse_id;
-use super::types::{Comment, Post, RoleValue, User};
+use super::types::{Comment, Post, RoleValue, User, visible_comment, visible_post};
 use super::{loaders, request, services};
 use crate::error::ApiError;
 
@@ -345,7 +345,8 @@ async fn send(context: &Context<'_>, command: Command) -> Result<Accepted, ApiEr
     let consistency = &services(context).consistency;
     let projected = consistency
         .wait_for(&reply.consistency_token, consistency.max_wait)
-        .await?;
+        .await?
+        == crate::consistency::Wait::Reached;
     if !projected {
         request(context).note_pending_write(&reply.consistency_token);
     }
@@ -374,13 +375,10 @@ async fn load_user(context: &Context<'_>, id: Uuid) -> Result<Option<User>, ApiE
 }
 
 async fn post_payload(context: &Context<'_>, accepted: Accepted) -> Result<PostPayload, ApiError> {
-    // The writer reads back what they wrote, drafts included.
+    // The writer reads back what they wrote as anyone reads it: a draft only
+    // if they are its author or a moderator.
     let post = if accepted.projected {
-        request(context)
-            .loader()
-            .load_one(loaders::PostId(accepted.reply.stream_id))
-            .await?
-            .map(Post)
+        visible_post(context, accepted.reply.stream_id).await?
     } else {
         None
     };
@@ -395,14 +393,18 @@ async fn comment_payload(
     context: &Context<'_>,
     accepted: Accepted,
 ) -> Result<CommentPayload, ApiError> {
-    let comment = if accepted.projected {
-        request(context)
+    // A comment on a post the writer may no longer see (unpublished or
+    // deleted since) is accepted, and not shown with that post.
+    let comment = match accepted.projected {
+        true => match request(context)
             .loader()
             .load_one(loaders::CommentId(accepted.reply.stream_id))
             .await?
-            .map(Comment)
-    } else {
-        None
+        {
+            Some(row) => visible_comment(context, row).await?,
+            None => None,
+        },
+        false => None,
     };
     Ok(CommentPayload {
         comment,

@@ -16,6 +16,8 @@ pub use async_graphql::connection::PageInfo;
 
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
+/// Our cursors are far shorter; a longer one is not ours, and is not decoded.
+const MAX_CURSOR_CHARS: usize = 512;
 
 /// Opaque to clients: a kind and a position, base64url-encoded.
 pub fn encode_cursor(kind: &str, position: &str) -> String {
@@ -25,6 +27,9 @@ pub fn encode_cursor(kind: &str, position: &str) -> String {
 /// The position inside a cursor of `kind`; BAD_USER_INPUT for anything else.
 pub fn decode_cursor(field: &str, kind: &str, cursor: &str) -> Result<String, ApiError> {
     let invalid = || ApiError::bad_input(field, "is not a cursor from this list");
+    if cursor.len() > MAX_CURSOR_CHARS {
+        return Err(invalid());
+    }
     let raw = URL_SAFE_NO_PAD
         .decode(cursor.trim())
         .map_err(|_| invalid())?;
@@ -155,6 +160,7 @@ pub struct Total(pub Counted);
 
 #[Object]
 impl Total {
+    #[graphql(complexity = "crate::graphql::cost::AGGREGATE")]
     async fn total_count(&self, context: &Context<'_>) -> Result<i32, ApiError> {
         let pool = request(context).pool(services(context));
         let count = match &self.0 {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::pagination::{Counted, Listing, PageArgs, connection, empty, encode_cursor, position};
-use super::types::{Comment, Node, Post, PostStatusValue, Tag, User, visible_post};
+use super::types::{Node, Post, PostStatusValue, Tag, User, visible_comment, visible_post};
 use super::{RequestContext, loaders, request, services};
 use crate::error::ApiError;
 use crate::read_models::lists::{self, Order, PostScope, SortKey};
@@ -140,10 +140,7 @@ impl CoreQuery {
             return Ok(request.can_see(&post).then_some(Node::Post(Post(post))));
         }
         if let Some(comment) = comment {
-            let post = loader.load_one(loaders::PostId(comment.post_id)).await?;
-            return Ok(post
-                .filter(|post| request.can_see(post))
-                .map(|_| Node::Comment(Comment(comment))));
+            return Ok(visible_comment(context, comment).await?.map(Node::Comment));
         }
         Ok(None)
     }
@@ -173,6 +170,9 @@ impl CoreQuery {
     }
 
     /// Users in the order they joined.
+    #[graphql(
+        complexity = "crate::graphql::cost::page(first, None, crate::graphql::pagination::DEFAULT_PAGE_SIZE, crate::graphql::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn users(
         &self,
         context: &Context<'_>,
@@ -218,6 +218,9 @@ impl CoreQuery {
 
     /// Published posts (or, with `status: DRAFT`, the drafts the caller may see).
     #[allow(clippy::too_many_arguments)]
+    #[graphql(
+        complexity = "crate::graphql::cost::page(first, last, crate::graphql::pagination::DEFAULT_PAGE_SIZE, crate::graphql::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn posts(
         &self,
         context: &Context<'_>,
@@ -260,6 +263,9 @@ impl CoreQuery {
     }
 
     /// Tags by how many published posts carry them.
+    #[graphql(
+        complexity = "crate::graphql::cost::page(first, None, crate::graphql::pagination::DEFAULT_PAGE_SIZE, crate::graphql::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn tags(
         &self,
         context: &Context<'_>,

@@ -7,7 +7,7 @@ use super::pagination::{PageInfo, decode_cursor, encode_cursor, page_size};
 use super::types::Post;
 use super::{loaders, request, services};
 use crate::error::ApiError;
-use crate::search::{SearchError, SearchRequest, SearchResults};
+use crate::search::{MAX_SEARCH_OFFSET, SearchError, SearchRequest, SearchResults};
 
 pub const MAX_SEARCH_PAGE: usize = 50;
 const CURSOR_KIND: &str = "search";
@@ -54,10 +54,22 @@ pub fn cursor_of(position: usize) -> String {
 pub fn offset_after(field: &str, after: Option<&str>) -> Result<usize, ApiError> {
     match after {
         None => Ok(0),
-        Some(cursor) => decode_cursor(field, CURSOR_KIND, cursor)?
-            .parse::<usize>()
-            .map(|position| position + 1)
-            .map_err(|_| ApiError::bad_input(field, "is not a cursor from this list")),
+        Some(cursor) => {
+            let offset = decode_cursor(field, CURSOR_KIND, cursor)?
+                .parse::<usize>()
+                .ok()
+                .and_then(|position| position.checked_add(1))
+                .ok_or_else(|| ApiError::bad_input(field, "is not a cursor from this list"))?;
+            if offset > MAX_SEARCH_OFFSET {
+                return Err(ApiError::bad_input(
+                    field,
+                    format!(
+                        "is past the first {MAX_SEARCH_OFFSET} results, the deepest a search pages"
+                    ),
+                ));
+            }
+            Ok(offset)
+        }
     }
 }
 
@@ -67,14 +79,10 @@ pub async fn run(context: &Context<'_>, search: SearchRequest) -> Result<SearchR
     let services = services(context);
     if let Some(token) = &request(context).consistency_token {
         let consistency = &services.consistency;
-        if !consistency
+        consistency
             .wait_for_search(token, consistency.max_wait)
             .await?
-        {
-            return Err(ApiError::unavailable(
-                "the search index has not caught up with this consistency token yet; retry",
-            ));
-        }
+            .into_result("the search index", consistency.max_wait)?;
     }
     request(context)
         .notes
@@ -104,6 +112,9 @@ impl From<SearchError> for ApiError {
 impl SearchQuery {
     /// Full-text search over published posts: words, "phrases", -exclusions;
     /// ranked by relevance.
+    #[graphql(
+        complexity = "crate::graphql::cost::page(first, None, 10, MAX_SEARCH_PAGE, child_complexity)"
+    )]
     async fn search(
         &self,
         context: &Context<'_>,

@@ -2,6 +2,8 @@
 
 mod index;
 mod query;
+pub mod syntax;
 
 pub use index::SearchIndex;
-pub use query::{MAX_QUERY_CHARS, SearchError, SearchHit, SearchRequest, SearchResults};
+pub use query::{MAX_SEARCH_OFFSET, SearchError, SearchHit, SearchRequest, SearchResults};
+pub use syntax::MAX_QUERY_CHARS;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{TantivyDocument, Term};
@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use chronicle_schema::search_schema::STATUS_PUBLISHED;
 
-use super::SearchIndex;
+use super::{SearchIndex, syntax};
 
-pub const MAX_QUERY_CHARS: usize = 500;
-const TITLE_BOOST: f32 = 3.0;
-const TAGS_BOOST: f32 = 2.0;
+/// The deepest a search pages (as search engines do: Elasticsearch's
+/// `max_result_window` is 10,000): ranking deeper costs memory per request.
+pub const MAX_SEARCH_OFFSET: usize = 10_000;
 const BODY_SNIPPET_CHARS: usize = 200;
 
 #[derive(Clone, Debug, Default)]
@@ -69,28 +69,16 @@ impl SearchIndex {
     /// Runs on the calling thread: call it off the async runtime.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResults, SearchError> {
         let started = Instant::now();
-        let text = request.text.trim();
-        if text.is_empty() {
-            return Err(SearchError::Malformed("the query is empty".into()));
-        }
-        if text.chars().count() > MAX_QUERY_CHARS {
+        let parts = syntax::parse(&request.text).map_err(SearchError::Malformed)?;
+        if request.offset > MAX_SEARCH_OFFSET {
             return Err(SearchError::Malformed(format!(
-                "the query is longer than {MAX_QUERY_CHARS} characters"
+                "a search reaches its first {MAX_SEARCH_OFFSET} results; narrow the query to see others"
             )));
         }
         let searcher = self.searcher().ok_or(SearchError::Unavailable)?;
         let schema = self.schema();
-        let mut parser = QueryParser::for_index(
-            searcher.index(),
-            vec![schema.title, schema.body, schema.tags_text],
-        );
-        parser.set_field_boost(schema.title, TITLE_BOOST);
-        parser.set_field_boost(schema.tags_text, TAGS_BOOST);
-        // Every word must match (a search box, not a bag of words).
-        parser.set_conjunction_by_default();
-        let words = parser
-            .parse_query(text)
-            .map_err(|error| SearchError::Malformed(describe(&error)))?;
+        let mut analyzer = chronicle_schema::prose_tokenizer::analyzer();
+        let words = syntax::build(&parts, schema, &mut analyzer).map_err(SearchError::Malformed)?;
 
         let term = |field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
@@ -196,22 +184,4 @@ fn index_date(at: DateTime<Utc>) -> tantivy::DateTime {
     const MAX_SECONDS: i64 = 9_200_000_000; // 2261
     let seconds = at.timestamp().clamp(MIN_SECONDS, MAX_SECONDS);
     tantivy::DateTime::from_timestamp_secs(seconds)
-}
-
-/// The parser's error, worded for the person who typed the query.
-fn describe(error: &tantivy::query::QueryParserError) -> String {
-    use tantivy::query::QueryParserError as E;
-    match error {
-        E::SyntaxError(detail) => {
-            format!("the query has a syntax error ({detail}); quote phrases with \"…\"")
-        }
-        E::FieldDoesNotExist(field) => {
-            format!("there is no field \"{field}\" to search; try plain words")
-        }
-        E::AllButQueryForbidden => {
-            "the query only excludes words; add a word to look for".to_owned()
-        }
-        E::NoDefaultFieldDeclared => "the query names no field to search".to_owned(),
-        other => format!("the query cannot be understood: {other}"),
-    }
 }

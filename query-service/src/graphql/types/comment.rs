@@ -5,6 +5,16 @@ use super::{Post, User};
 use crate::error::ApiError;
 use crate::graphql::pagination::{Listing, PageArgs};
 use crate::graphql::{loaders, request};
+
+/// The comment, if the caller may see it: exactly when they may see its post.
+pub async fn visible_comment(
+    context: &Context<'_>,
+    row: CommentRow,
+) -> Result<Option<Comment>, ApiError> {
+    Ok(super::visible_post(context, row.post_id)
+        .await?
+        .map(|_| Comment(row)))
+}
 use crate::read_models::comments::CommentRow;
 
 pub struct Comment(pub CommentRow);
@@ -15,13 +25,12 @@ impl Comment {
         ID(self.0.id.to_string())
     }
 
+    /// A comment is only ever shown with a post the caller may see; should
+    /// the post have been hidden since, this is NOT_FOUND, never the post.
     async fn post(&self, context: &Context<'_>) -> Result<Post, ApiError> {
-        request(context)
-            .loader()
-            .load_one(loaders::PostId(self.0.post_id))
+        super::visible_post(context, self.0.post_id)
             .await?
-            .map(Post)
-            .ok_or_else(|| ApiError::unavailable("the comment's post is not projected yet; retry"))
+            .ok_or_else(|| ApiError::not_found("the comment's post"))
     }
 
     async fn author(&self, context: &Context<'_>) -> Result<User, ApiError> {
@@ -57,6 +66,9 @@ impl Comment {
     }
 
     /// Replies to this comment, oldest first (replies have none).
+    #[graphql(
+        complexity = "crate::graphql::cost::page(first, None, crate::graphql::pagination::DEFAULT_PAGE_SIZE, crate::graphql::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn replies(
         &self,
         context: &Context<'_>,

@@ -6,7 +6,7 @@ mod user;
 
 use async_graphql::Interface;
 
-pub use comment::Comment;
+pub use comment::{Comment, visible_comment};
 pub use post::{Post, PostStatusValue, thread, visible_post};
 pub use user::{RoleValue, User};
 

@@ -68,6 +68,9 @@ impl Post {
     }
 
     /// Top-level comments, oldest first.
+    #[graphql(
+        complexity = "crate::graphql::cost::page(first, None, crate::graphql::pagination::DEFAULT_PAGE_SIZE, crate::graphql::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn comments(
         &self,
         context: &Context<'_>,

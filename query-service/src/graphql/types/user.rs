@@ -91,6 +91,9 @@ impl User {
     }
 
     /// Their published posts, newest first.
+    #[graphql(
+        complexity = "crate::graphql::cost::page(first, None, crate::graphql::pagination::DEFAULT_PAGE_SIZE, crate::graphql::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn posts(
         &self,
         context: &Context<'_>,
