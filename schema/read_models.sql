@@ -49,13 +49,17 @@ CREATE TABLE posts (
     created_at           TIMESTAMPTZ NOT NULL,
     updated_at           TIMESTAMPTZ NOT NULL,
     published_at         TIMESTAMPTZ,
-    version              INTEGER     NOT NULL
+    version              INTEGER     NOT NULL,
+    -- Who may see it: everyone when public. The one SQL statement of the
+    -- rule (PostRow::is_public states it in Rust); every list and count uses it.
+    public               BOOLEAN     GENERATED ALWAYS AS
+                           (status = 'PUBLISHED' AND NOT deleted AND author_active) STORED
 );
-CREATE INDEX posts_published_idx ON posts (published_at, id) WHERE status = 'PUBLISHED' AND NOT deleted;
+CREATE INDEX posts_published_idx ON posts (published_at, id) WHERE public;
 CREATE INDEX posts_updated_idx ON posts (updated_at, id) WHERE NOT deleted;
-CREATE INDEX posts_comment_count_idx ON posts (comment_count, id) WHERE status = 'PUBLISHED' AND NOT deleted;
+CREATE INDEX posts_comment_count_idx ON posts (comment_count, id) WHERE public;
 CREATE INDEX posts_author_idx ON posts (author_id, published_at, id) WHERE NOT deleted;
-CREATE INDEX posts_tags_idx ON posts USING GIN (tags) WHERE NOT deleted;
+CREATE INDEX posts_tags_idx ON posts USING GIN (tags);
 
 CREATE TABLE comments (
     id             UUID        PRIMARY KEY,

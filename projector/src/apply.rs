@@ -1,25 +1,40 @@
 //! Applying a batch of events to the read models in one transaction.
 //!
 //! Per stream, the last applied version is kept in `stream_versions` and
-//! written in the same transaction as the read-model change, so a batch is
-//! applied entirely or not at all, and a redelivered event is skipped. A
-//! version past a hole is never applied on its own: the missing versions are
-//! read from the event store (the source of truth) and applied first.
+//! written in the same transaction as the rows, so a batch is applied entirely
+//! or not at all, and a redelivered event is skipped. A version past a hole is
+//! never applied on its own: the missing versions are read from the event
+//! store (the source of truth) and applied first.
+//!
+//! A batch loads the rows its events touch, folds the events into them with
+//! the read models' own folds (`chronicle_schema::read_models`), writes them
+//! back (one statement per table), then recounts the derived columns of every
+//! row the batch affected. Any number of projector instances may apply
+//! batches at once (a consumer group's partitions, a rebalance): before
+//! reading anything it derives from, a batch takes a transaction lock on every
+//! stream it applies and every row whose derived columns it recomputes, all in
+//! one global order (users, posts, comments, then tags), so two batches that
+//! share an author, a post or a tag run one after the other and neither counts
+//! from rows the other has not committed (`locks`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use chronicle_schema::RecordedEvent;
-use chronicle_schema::events::{DecodeError, StoredEventRow};
+use chronicle_schema::events::StoredEventRow;
 use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected};
+use chronicle_schema::read_models::comments::{self, CommentRow};
+use chronicle_schema::read_models::posts::{self, PostRow};
+use chronicle_schema::read_models::users::{self, UserRow};
+use chronicle_schema::read_models::{FoldError, tags};
+use chronicle_schema::{DomainEvent, RecordedEvent, StreamType};
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::dead_letters::{self, KafkaPosition};
-use crate::projections::{self, HandlerError};
+use crate::dead_letters::{self, Letter};
+use crate::locks::{self, Facts};
 use crate::read_models::{PROJECTION, SWAP_LOCK_KEY};
 
-/// One message of a batch, decoded or not.
+/// One message of a batch.
 #[derive(Debug)]
 #[allow(
     clippy::large_enum_variant,
@@ -27,7 +42,18 @@ use crate::read_models::{PROJECTION, SWAP_LOCK_KEY};
 )]
 pub enum Incoming {
     Event(RecordedEvent),
-    Undecodable { at: KafkaPosition, error: String },
+    /// An event this build cannot read: set aside. When it is known which
+    /// stream and version it is, the stream moves on past it.
+    Unreadable(Box<Letter>),
+}
+
+impl Incoming {
+    fn stream(&self) -> Option<(Uuid, StreamType)> {
+        match self {
+            Incoming::Event(event) => Some((event.stream_id, event.stream_type)),
+            Incoming::Unreadable(letter) => letter.stream_id.zip(letter.stream_type),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +69,19 @@ pub enum ApplyError {
         applied: i32,
         version: i32,
     },
-    #[error("stored event: {0}")]
-    Decode(#[from] DecodeError),
+}
+
+impl ApplyError {
+    /// A failure of the statement rather than of the moment (a constraint
+    /// the rows violate): retrying the same batch would fail again.
+    fn is_poison(&self) -> bool {
+        match self {
+            ApplyError::Database(sqlx::Error::Database(error)) => !error
+                .code()
+                .is_some_and(|code| chronicle_platform::database::is_transient_sqlstate(&code)),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -56,18 +93,49 @@ pub struct Outcome {
     pub dead_lettered: usize,
 }
 
-enum Failure {
-    Poison {
-        event: Box<RecordedEvent>,
-        error: HandlerError,
-    },
-    Other(ApplyError),
+impl std::ops::AddAssign for Outcome {
+    fn add_assign(&mut self, other: Outcome) {
+        self.applied += other.applied;
+        self.skipped += other.skipped;
+        self.filled += other.filled;
+        self.dead_lettered += other.dead_lettered;
+    }
 }
 
-impl From<sqlx::Error> for Failure {
-    fn from(error: sqlx::Error) -> Self {
-        Failure::Other(error.into())
-    }
+/// How a batch is applied.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    /// Take the derived-row locks: off only where one writer owns the
+    /// schema (a rebuild's catch-up into `read_next`).
+    pub lock: bool,
+    /// Tell listeners what was applied (the live read models only).
+    pub announce: bool,
+    /// Fold the streams again from their first event, replacing their rows
+    /// (a redrive); their applied versions never go back.
+    pub refold: bool,
+}
+
+pub const LIVE: Mode = Mode {
+    lock: true,
+    announce: true,
+    refold: false,
+};
+
+/// Folds the streams of `events` (each complete, from version 1) again and
+/// replaces their rows, under the live path's locks.
+pub async fn refold(
+    connection: &mut PgConnection,
+    events: &[Incoming],
+) -> Result<Outcome, ApplyError> {
+    apply_within(
+        connection,
+        events,
+        Mode {
+            refold: true,
+            ..LIVE
+        },
+    )
+    .await
 }
 
 #[derive(Clone, Copy)]
@@ -76,234 +144,535 @@ struct Applied {
     position: i64,
 }
 
-#[derive(Default)]
-struct BatchState {
-    versions: HashMap<Uuid, Applied>,
-    announced: Vec<AppliedEvent>,
-    outcome: Outcome,
-}
-
 /// Applies `batch` in one transaction. A poison event does not fail the
 /// batch: it is set aside as a dead letter and the others are applied.
 pub async fn apply_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Outcome, ApplyError> {
-    match attempt(pool, batch, false).await {
-        Ok(outcome) => Ok(outcome),
-        Err(Failure::Other(error)) => Err(error),
-        // Start over with each event in a savepoint, to set the poison aside.
-        Err(Failure::Poison { .. }) => match attempt(pool, batch, true).await {
-            Ok(outcome) => Ok(outcome),
-            Err(Failure::Other(error)) => Err(error),
-            Err(Failure::Poison { error, .. }) => {
-                unreachable!("isolated attempts set poison aside: {error}")
-            }
-        },
-    }
+    let outcome = match attempt(pool, batch, false).await {
+        Err(error) if error.is_poison() => {
+            tracing::warn!(%error, "a batch failed as a whole; applying its events one by one");
+            attempt(pool, batch, true).await?
+        }
+        result => result?,
+    };
+    record_metrics(&outcome);
+    Ok(outcome)
 }
 
-async fn attempt(pool: &PgPool, batch: &[Incoming], isolate: bool) -> Result<Outcome, Failure> {
+async fn attempt(pool: &PgPool, batch: &[Incoming], isolate: bool) -> Result<Outcome, ApplyError> {
     let mut transaction = pool.begin().await?;
     // Shared with other batches; a rebuild's swap takes it exclusively, so no
     // batch straddles the moment the read models are replaced.
     sqlx::query!("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
         .execute(&mut *transaction)
         .await?;
-    let outcome = apply_within(&mut transaction, batch, isolate).await?;
+    let outcome = if isolate {
+        apply_isolated(&mut transaction, batch, LIVE).await?
+    } else {
+        apply_within(&mut transaction, batch, LIVE).await?
+    };
     transaction.commit().await?;
-    record_metrics(&outcome);
     Ok(outcome)
 }
 
-/// Applies events inside the caller's transaction, each in a savepoint so a
-/// poison one is set aside: for a rebuild's catch-up, which must not fail.
-pub async fn catch_up(
+/// Applies each message in a savepoint of its own: one whose rows the
+/// database refuses is set aside, the others are applied.
+pub async fn apply_isolated(
     connection: &mut PgConnection,
     batch: &[Incoming],
+    mode: Mode,
 ) -> Result<Outcome, ApplyError> {
-    match apply_within(connection, batch, true).await {
-        Ok(outcome) => Ok(outcome),
-        Err(Failure::Other(error)) => Err(error),
-        Err(Failure::Poison { error, .. }) => {
-            unreachable!("isolated attempts set poison aside: {error}")
-        }
-    }
-}
-
-async fn apply_within(
-    connection: &mut PgConnection,
-    batch: &[Incoming],
-    isolate: bool,
-) -> Result<Outcome, Failure> {
-    let mut state = BatchState {
-        versions: load_versions(&mut *connection, batch).await?,
-        ..BatchState::default()
-    };
+    let mut outcome = Outcome::default();
     for incoming in batch {
-        match incoming {
-            Incoming::Undecodable { at, error } => {
-                dead_letters::record_undecodable(&mut *connection, PROJECTION, *at, error).await?;
-                state.outcome.dead_lettered += 1;
+        let mut savepoint = sqlx::Connection::begin(&mut *connection).await?;
+        match apply_within(&mut savepoint, std::slice::from_ref(incoming), mode).await {
+            Ok(applied) => {
+                savepoint.commit().await?;
+                outcome += applied;
             }
-            Incoming::Event(event) if !isolate => {
-                apply_event(&mut *connection, &mut state, event).await?
+            Err(error) if error.is_poison() => {
+                savepoint.rollback().await?;
+                let Incoming::Event(event) = incoming else {
+                    return Err(error);
+                };
+                let mut batch = Batch::new(mode);
+                batch.load_versions(connection, &[event.stream_id]).await?;
+                batch.dead_letter(
+                    Letter::event(event, error.to_string()),
+                    event.stream_id,
+                    event.version,
+                    event.position,
+                );
+                outcome += batch.write(connection).await?;
             }
-            Incoming::Event(event) => {
-                let before = state.versions.get(&event.stream_id).copied();
-                let announced = state.announced.len();
-                let mut savepoint = sqlx::Connection::begin(&mut *connection).await?;
-                match apply_event(&mut savepoint, &mut state, event).await {
-                    Ok(()) => savepoint.commit().await?,
-                    Err(Failure::Poison {
-                        event: poison,
-                        error,
-                    }) => {
-                        savepoint.rollback().await?;
-                        restore(&mut state, event.stream_id, before, announced);
-                        dead_letters::record_event(
-                            &mut *connection,
-                            PROJECTION,
-                            &poison,
-                            &error.to_string(),
-                        )
-                        .await?;
-                        state.outcome.dead_lettered += 1;
-                        // The stream moves on past the poison; redrive re-applies it later.
-                        let handled = Applied {
-                            version: poison.version,
-                            position: poison.position,
-                        };
-                        let entry = state.versions.entry(poison.stream_id).or_insert(handled);
-                        if entry.version < handled.version {
-                            *entry = handled;
-                        }
-                    }
-                    Err(other) => return Err(other),
-                }
-            }
+            Err(error) => return Err(error),
         }
     }
-    save_versions(&mut *connection, &state.versions).await?;
-    announce(&mut *connection, std::mem::take(&mut state.announced)).await?;
-    Ok(state.outcome)
+    Ok(outcome)
 }
 
-fn restore(state: &mut BatchState, stream_id: Uuid, before: Option<Applied>, announced: usize) {
-    match before {
-        Some(applied) => state.versions.insert(stream_id, applied),
-        None => state.versions.remove(&stream_id),
-    };
-    state.announced.truncate(announced);
-}
-
-async fn apply_event(
+/// Applies `batch` inside the caller's transaction.
+pub async fn apply_within(
     connection: &mut PgConnection,
-    state: &mut BatchState,
-    event: &RecordedEvent,
-) -> Result<(), Failure> {
-    let applied = state
-        .versions
-        .get(&event.stream_id)
-        .map_or(0, |applied| applied.version);
-    if event.version <= applied {
-        state.outcome.skipped += 1;
-        return Ok(());
-    }
-    if event.version > applied + 1 {
-        let missing = load_between(connection, event.stream_id, applied, event.version)
-            .await
-            .map_err(Failure::Other)?;
-        tracing::warn!(stream_id = %event.stream_id, applied, version = event.version,
-            filled = missing.len(), "filling a hole in a stream from the event store");
-        metrics::counter!("chronicle_projector_holes_filled_total").increment(1);
-        for missing_event in &missing {
-            apply_one(connection, state, missing_event).await?;
-            state.outcome.filled += 1;
-        }
-    }
-    apply_one(connection, state, event).await
-}
-
-async fn apply_one(
-    connection: &mut PgConnection,
-    state: &mut BatchState,
-    event: &RecordedEvent,
-) -> Result<(), Failure> {
-    // Continues the event's trace: request, command, relay, projection.
-    let span = tracing::info_span!("projector.apply", event_type = event.event.event_type(), stream_id = %event.stream_id, version = event.version);
-    chronicle_platform::trace_context::continue_from(&span, event.metadata.traceparent.as_deref());
-    if let Err(error) = projections::apply(connection, event).instrument(span).await {
-        return Err(if error.is_poison() {
-            Failure::Poison {
-                event: Box::new(event.clone()),
-                error,
-            }
-        } else {
-            match error {
-                HandlerError::Database(error) => Failure::from(error),
-                HandlerError::Inconsistent(_) => unreachable!("inconsistency is poison"),
-            }
-        });
-    }
-    state.versions.insert(
-        event.stream_id,
-        Applied {
-            version: event.version,
-            position: event.position,
-        },
-    );
-    state.announced.push(AppliedEvent {
-        event_type: event.event.event_type().to_owned(),
-        stream_id: event.stream_id,
-        version: event.version,
-    });
-    state.outcome.applied += 1;
-    Ok(())
-}
-
-/// The applied versions of the batch's streams, locked for this transaction
-/// (another instance mid-rebalance waits instead of interleaving).
-async fn load_versions(
-    connection: &mut PgConnection,
-    batch: &[Incoming],
-) -> Result<HashMap<Uuid, Applied>, sqlx::Error> {
-    let mut stream_ids: Vec<Uuid> = batch
+    incoming: &[Incoming],
+    mode: Mode,
+) -> Result<Outcome, ApplyError> {
+    let events: Vec<&RecordedEvent> = incoming
         .iter()
         .filter_map(|incoming| match incoming {
-            Incoming::Event(event) => Some(event.stream_id),
-            Incoming::Undecodable { .. } => None,
+            Incoming::Event(event) => Some(event),
+            Incoming::Unreadable(_) => None,
         })
         .collect();
-    stream_ids.sort_unstable();
-    stream_ids.dedup();
-    let rows = sqlx::query!(
-        r#"SELECT stream_id, version, position FROM stream_versions
-           WHERE stream_id = ANY($1) ORDER BY stream_id FOR UPDATE"#,
-        &stream_ids
-    )
-    .fetch_all(connection)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            (
+    let facts = Facts::discover(connection, &events).await?;
+    let streams: Vec<(Uuid, StreamType)> = incoming.iter().filter_map(Incoming::stream).collect();
+    if mode.lock {
+        locks::lock(connection, &facts.keys(&streams)).await?;
+    }
+    let mut batch = Batch::new(mode);
+    batch.facts = facts;
+    let stream_ids: Vec<Uuid> = streams.iter().map(|(id, _)| *id).collect();
+    batch.load_versions(connection, &stream_ids).await?;
+    batch.load_rows(connection, &streams).await?;
+    let tags = batch.related_tags(connection, &events).await?;
+    if mode.refold {
+        batch.recount_tags.extend(tags.iter().cloned());
+    }
+    batch.lock_tags(connection, tags).await?;
+    if mode.refold {
+        // The rows are folded anew; the old ones still count for the tags above.
+        batch.versions.clear();
+        batch.users.values_mut().for_each(|row| *row = None);
+        batch.posts.values_mut().for_each(|row| *row = None);
+        batch.comments.values_mut().for_each(|row| *row = None);
+    }
+    for message in incoming {
+        match message {
+            Incoming::Event(event) => batch.apply(connection, event).await?,
+            Incoming::Unreadable(letter) => batch.set_aside(connection, letter).await?,
+        }
+    }
+    Ok(batch.write(connection).await?)
+}
+
+/// What one batch has loaded, changed and must recount.
+struct Batch {
+    mode: Mode,
+    facts: Facts,
+    versions: HashMap<Uuid, Applied>,
+    users: HashMap<Uuid, Option<UserRow>>,
+    posts: HashMap<Uuid, Option<PostRow>>,
+    comments: HashMap<Uuid, Option<CommentRow>>,
+    /// Streams whose rows the batch changed.
+    changed: HashSet<Uuid>,
+    /// Streams whose applied version moved.
+    moved: HashSet<Uuid>,
+    /// Every tag of the posts of the batch's users (their standing counts for them).
+    author_tags: Vec<String>,
+    /// Tags locked so far (a hole filled from the store may bring more).
+    locked_tags: BTreeSet<String>,
+    /// Rows whose derived columns are recounted after the rows are written.
+    recount_users: BTreeSet<Uuid>,
+    recount_posts: BTreeSet<Uuid>,
+    recount_comments: BTreeSet<Uuid>,
+    recount_tags: BTreeSet<String>,
+    /// Authors whose name and standing are copied onto their posts again.
+    copy_authors: BTreeSet<Uuid>,
+    /// New posts, which copy their author's name and standing.
+    copy_to_posts: BTreeSet<Uuid>,
+    letters: Vec<Letter>,
+    announced: Vec<AppliedEvent>,
+    outcome: Outcome,
+}
+
+impl Batch {
+    fn new(mode: Mode) -> Batch {
+        Batch {
+            mode,
+            facts: Facts::default(),
+            versions: HashMap::new(),
+            users: HashMap::new(),
+            posts: HashMap::new(),
+            comments: HashMap::new(),
+            changed: HashSet::new(),
+            moved: HashSet::new(),
+            author_tags: Vec::new(),
+            locked_tags: BTreeSet::new(),
+            recount_users: BTreeSet::new(),
+            recount_posts: BTreeSet::new(),
+            recount_comments: BTreeSet::new(),
+            recount_tags: BTreeSet::new(),
+            copy_authors: BTreeSet::new(),
+            copy_to_posts: BTreeSet::new(),
+            letters: Vec::new(),
+            announced: Vec::new(),
+            outcome: Outcome::default(),
+        }
+    }
+
+    async fn load_versions(
+        &mut self,
+        connection: &mut PgConnection,
+        stream_ids: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        let rows = sqlx::query!(
+            "SELECT stream_id, version, position FROM stream_versions WHERE stream_id = ANY($1)",
+            stream_ids
+        )
+        .fetch_all(connection)
+        .await?;
+        for row in rows {
+            self.versions.insert(
                 row.stream_id,
                 Applied {
                     version: row.version,
                     position: row.position,
                 },
-            )
-        })
-        .collect())
+            );
+        }
+        Ok(())
+    }
+
+    async fn load_rows(
+        &mut self,
+        connection: &mut PgConnection,
+        streams: &[(Uuid, StreamType)],
+    ) -> Result<(), sqlx::Error> {
+        let of = |kind: StreamType| -> Vec<Uuid> {
+            let mut ids: Vec<Uuid> = streams
+                .iter()
+                .filter(|(_, stream_type)| *stream_type == kind)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let (user_ids, post_ids, comment_ids) = (
+            of(StreamType::User),
+            of(StreamType::Post),
+            of(StreamType::Comment),
+        );
+        self.users = user_ids.iter().map(|id| (*id, None)).collect();
+        for row in users::by_ids(&mut *connection, &user_ids).await? {
+            self.users.insert(row.id, Some(row));
+        }
+        self.posts = post_ids.iter().map(|id| (*id, None)).collect();
+        for row in posts::by_ids(&mut *connection, &post_ids).await? {
+            self.posts.insert(row.id, Some(row));
+        }
+        self.comments = comment_ids.iter().map(|id| (*id, None)).collect();
+        for row in comments::by_ids(&mut *connection, &comment_ids).await? {
+            self.comments.insert(row.id, Some(row));
+        }
+        Ok(())
+    }
+
+    /// Locks tags not locked yet (in lock mode).
+    async fn lock_tags(
+        &mut self,
+        connection: &mut PgConnection,
+        tags: impl IntoIterator<Item = String>,
+    ) -> Result<(), sqlx::Error> {
+        let new: Vec<String> = tags
+            .into_iter()
+            .filter(|tag| !self.locked_tags.contains(tag))
+            .collect();
+        if self.mode.lock && !new.is_empty() {
+            locks::lock_tags(connection, &new).await?;
+        }
+        self.locked_tags.extend(new);
+        Ok(())
+    }
+
+    /// The tags whose counts this batch may change: its posts' tags now and
+    /// after its events, and every tag of the posts of its users (whose
+    /// standing counts for them). Stable under the locks already held: only
+    /// a batch holding the post's, or its author's, lock changes them.
+    async fn related_tags(
+        &mut self,
+        connection: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for post in self.posts.values().flatten() {
+            names.extend(post.tags.iter().cloned());
+        }
+        for event in events {
+            if let DomainEvent::Post(post) = &event.event {
+                match post {
+                    chronicle_schema::events::PostEvent::Created(created) => {
+                        names.extend(created.tags.iter().cloned())
+                    }
+                    chronicle_schema::events::PostEvent::Edited(edited) => {
+                        names.extend(edited.tags.iter().cloned())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let users: Vec<Uuid> = self.users.keys().copied().collect();
+        self.author_tags = posts::tags_of_authors(&mut *connection, &users).await?;
+        names.extend(self.author_tags.iter().cloned());
+        Ok(names.into_iter().collect())
+    }
+
+    fn applied(&self, stream_id: Uuid) -> i32 {
+        self.versions
+            .get(&stream_id)
+            .map_or(0, |applied| applied.version)
+    }
+
+    fn handled(&mut self, stream_id: Uuid, version: i32, position: i64) {
+        let entry = self.versions.entry(stream_id).or_insert(Applied {
+            version: 0,
+            position: 0,
+        });
+        if entry.version < version {
+            *entry = Applied { version, position };
+            self.moved.insert(stream_id);
+        }
+    }
+
+    fn dead_letter(&mut self, letter: Letter, stream_id: Uuid, version: i32, position: i64) {
+        self.letters.push(letter);
+        self.outcome.dead_lettered += 1;
+        // The stream moves on past it; a redrive re-folds the stream later.
+        self.handled(stream_id, version, position);
+    }
+
+    async fn apply(
+        &mut self,
+        connection: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ApplyError> {
+        let applied = self.applied(event.stream_id);
+        if event.version <= applied {
+            self.outcome.skipped += 1;
+            return Ok(());
+        }
+        if event.version > applied + 1 {
+            self.fill(connection, event.stream_id, applied, event.version)
+                .await?;
+        }
+        self.fold(event);
+        Ok(())
+    }
+
+    /// Applies the versions between `applied` and `before` from the event store.
+    async fn fill(
+        &mut self,
+        connection: &mut PgConnection,
+        stream_id: Uuid,
+        applied: i32,
+        before: i32,
+    ) -> Result<(), ApplyError> {
+        let rows = load_between(connection, stream_id, applied, before).await?;
+        let filled_tags: Vec<String> = rows
+            .iter()
+            .filter_map(|row| row.payload.get("tags").and_then(|tags| tags.as_array()))
+            .flatten()
+            .filter_map(|tag| tag.as_str().map(str::to_owned))
+            .collect();
+        self.lock_tags(connection, filled_tags).await?;
+        tracing::warn!(%stream_id, applied, version = before, filled = rows.len(),
+            "filling a hole in a stream from the event store");
+        metrics::counter!("chronicle_projector_holes_filled_total").increment(1);
+        for row in rows {
+            let (version, position) = (row.version, row.position);
+            match RecordedEvent::try_from(row.clone()) {
+                Ok(event) => {
+                    self.fold(&event);
+                    self.outcome.filled += 1;
+                }
+                Err(error) => self.dead_letter(
+                    Letter::stored(&row, None, error.to_string()),
+                    stream_id,
+                    version,
+                    position,
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets aside an event this build cannot read; its stream moves on when
+    /// it is known which it is.
+    async fn set_aside(
+        &mut self,
+        connection: &mut PgConnection,
+        letter: &Letter,
+    ) -> Result<(), ApplyError> {
+        let (Some(stream_id), Some(version), Some(position)) =
+            (letter.stream_id, letter.version, letter.position)
+        else {
+            self.letters.push(letter.clone());
+            self.outcome.dead_lettered += 1;
+            return Ok(());
+        };
+        let applied = self.applied(stream_id);
+        if version <= applied {
+            self.outcome.skipped += 1;
+            return Ok(());
+        }
+        if version > applied + 1 {
+            self.fill(connection, stream_id, applied, version).await?;
+        }
+        self.dead_letter(letter.clone(), stream_id, version, position);
+        Ok(())
+    }
+
+    /// Folds one event into its row; an event its row refuses is set aside.
+    fn fold(&mut self, event: &RecordedEvent) {
+        let span = tracing::info_span!("projector.apply", event_type = event.event.event_type(), stream_id = %event.stream_id, version = event.version);
+        chronicle_platform::trace_context::continue_from(
+            &span,
+            event.metadata.traceparent.as_deref(),
+        );
+        let _entered = span.enter();
+        let id = event.stream_id;
+        let result: Result<(), FoldError> = match &event.event {
+            DomainEvent::User(user_event) => {
+                // A fold refuses an event only when there is no row to take it.
+                let row = self.users.get_mut(&id).and_then(Option::take);
+                UserRow::fold(row, event, user_event).map(|row| {
+                    self.users.insert(id, row);
+                    self.recount_users.insert(id);
+                    self.copy_authors.insert(id);
+                    self.recount_tags.extend(self.author_tags.iter().cloned());
+                })
+            }
+            DomainEvent::Post(post_event) => {
+                let row = self.posts.get_mut(&id).and_then(Option::take);
+                let old_tags = row
+                    .as_ref()
+                    .map(|post| post.tags.clone())
+                    .unwrap_or_default();
+                PostRow::fold(row, event, post_event).map(|row| {
+                    if let Some(post) = &row {
+                        self.recount_users.insert(post.author_id);
+                        self.recount_tags.extend(post.tags.iter().cloned());
+                        if matches!(post_event, chronicle_schema::events::PostEvent::Created(_)) {
+                            self.copy_to_posts.insert(id);
+                            self.recount_posts.insert(id);
+                        }
+                    }
+                    self.recount_tags.extend(old_tags);
+                    self.posts.insert(id, row);
+                })
+            }
+            DomainEvent::Comment(comment_event) => {
+                let row = self.comments.get_mut(&id).and_then(Option::take);
+                CommentRow::fold(row, event, comment_event).map(|row| {
+                    if let Some(comment) = &row {
+                        self.recount_posts.insert(comment.post_id);
+                        self.recount_users.insert(comment.author_id);
+                        self.recount_comments.insert(id);
+                        if let Some(parent) = comment.parent_id {
+                            self.recount_comments.insert(parent);
+                        }
+                    }
+                    self.comments.insert(id, row);
+                })
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.changed.insert(id);
+                self.handled(id, event.version, event.position);
+                self.announced.push(AppliedEvent {
+                    event_type: event.event.event_type().to_owned(),
+                    stream_id: id,
+                    version: event.version,
+                });
+                self.outcome.applied += 1;
+            }
+            Err(error) => {
+                self.dead_letter(
+                    Letter::event(event, error.to_string()),
+                    id,
+                    event.version,
+                    event.position,
+                );
+            }
+        }
+    }
+
+    /// Writes the changed rows, the dead letters, the derived columns, the
+    /// versions; and announces, delivered if and when the transaction commits.
+    async fn write(self, connection: &mut PgConnection) -> Result<Outcome, sqlx::Error> {
+        let changed = |id: &Uuid| self.changed.contains(id);
+        let users: Vec<&UserRow> = self
+            .users
+            .iter()
+            .filter(|(id, _)| changed(id))
+            .filter_map(|(_, row)| row.as_ref())
+            .collect();
+        let posts: Vec<&PostRow> = self
+            .posts
+            .iter()
+            .filter(|(id, _)| changed(id))
+            .filter_map(|(_, row)| row.as_ref())
+            .collect();
+        let comments: Vec<&CommentRow> = self
+            .comments
+            .iter()
+            .filter(|(id, _)| changed(id))
+            .filter_map(|(_, row)| row.as_ref())
+            .collect();
+        users::upsert(connection, &users).await?;
+        posts::upsert(connection, &posts).await?;
+        comments::upsert(connection, &comments).await?;
+        for letter in &self.letters {
+            dead_letters::record(connection, PROJECTION, letter).await?;
+        }
+        let ids = |set: &BTreeSet<Uuid>| set.iter().copied().collect::<Vec<_>>();
+        posts::copy_authors(
+            connection,
+            &ids(&self.copy_authors),
+            &ids(&self.copy_to_posts),
+        )
+        .await?;
+        posts::recount(connection, &ids(&self.recount_posts)).await?;
+        comments::recount(connection, &ids(&self.recount_comments)).await?;
+        users::recount(connection, &ids(&self.recount_users)).await?;
+        let tag_names: Vec<String> = self.recount_tags.iter().cloned().collect();
+        tags::recount(connection, &tag_names).await?;
+        save_versions(connection, &self.versions, &self.moved).await?;
+        if self.mode.announce {
+            let announced = if self.mode.refold {
+                // Not events that happened now: readers only learn the rows changed.
+                let mut refolded: Vec<AppliedEvent> = self
+                    .announced
+                    .into_iter()
+                    .map(|event| AppliedEvent {
+                        event_type: "Refolded".to_owned(),
+                        ..event
+                    })
+                    .collect();
+                refolded.dedup_by_key(|event| event.stream_id);
+                refolded
+            } else {
+                self.announced
+            };
+            announce(connection, announced).await?;
+        }
+        Ok(self.outcome)
+    }
 }
 
 async fn save_versions(
     connection: &mut PgConnection,
     versions: &HashMap<Uuid, Applied>,
+    moved: &HashSet<Uuid>,
 ) -> Result<(), sqlx::Error> {
     let (mut ids, mut numbers, mut positions) = (Vec::new(), Vec::new(), Vec::new());
-    for (stream_id, applied) in versions {
+    for (stream_id, applied) in versions.iter().filter(|(id, _)| moved.contains(id)) {
         ids.push(*stream_id);
         numbers.push(applied.version);
         positions.push(applied.position);
+    }
+    if ids.is_empty() {
+        return Ok(());
     }
     sqlx::query!(
         r#"INSERT INTO stream_versions (stream_id, version, position)
@@ -326,7 +695,7 @@ async fn load_between(
     stream_id: Uuid,
     after: i32,
     before: i32,
-) -> Result<Vec<RecordedEvent>, ApplyError> {
+) -> Result<Vec<StoredEventRow>, ApplyError> {
     let rows = sqlx::query_as!(
         StoredEventRow,
         r#"SELECT position, event_id, stream_id, stream_type, version, event_type,
@@ -348,9 +717,7 @@ async fn load_between(
             version: before,
         });
     }
-    rows.into_iter()
-        .map(|row| RecordedEvent::try_from(row).map_err(ApplyError::from))
-        .collect()
+    Ok(rows)
 }
 
 /// Tells listeners (query-service) what this transaction applied; Postgres
@@ -369,6 +736,7 @@ async fn announce(
     for payload in projected.into_payloads() {
         sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, payload)
             .execute(&mut *connection)
+            .instrument(tracing::debug_span!("announce"))
             .await?;
     }
     Ok(())

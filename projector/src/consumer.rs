@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, Incoming};
-use crate::dead_letters::KafkaPosition;
+use crate::dead_letters::{KafkaPosition, Letter};
 use crate::rebuild::Projection;
 use crate::status::Failures;
 
@@ -151,15 +151,21 @@ pub(crate) fn decode(message: &OwnedMessage) -> Incoming {
                 .and_then(|header| header.value)
         })
     };
-    match bus::decode(header, message.payload().unwrap_or_default()) {
+    let at = Some(KafkaPosition {
+        partition: message.partition(),
+        offset: message.offset(),
+    });
+    let envelope = match bus::decode_envelope(header) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            return Incoming::Unreadable(Box::new(Letter::unreadable(at, error.to_string())));
+        }
+    };
+    match envelope.clone().open(message.payload().unwrap_or_default()) {
         Ok(event) => Incoming::Event(event),
-        Err(error) => Incoming::Undecodable {
-            at: KafkaPosition {
-                partition: message.partition(),
-                offset: message.offset(),
-            },
-            error: error.to_string(),
-        },
+        Err(error) => {
+            Incoming::Unreadable(Box::new(Letter::envelope(&envelope, at, error.to_string())))
+        }
     }
 }
 

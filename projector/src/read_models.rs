@@ -49,7 +49,7 @@ pub async fn ensure(pool: &PgPool) -> Result<(), ReadModelError> {
         Some(built) => return Err(ReadModelError::Stale { built, current }),
         None => {}
     }
-    create_schema(&mut transaction, "read").await?;
+    create_schema(&mut transaction, "read", &[READ_MODEL_DDL.to_owned()]).await?;
     sqlx::query!(
         "INSERT INTO projector.generations (projection, generation, ddl_hash) VALUES ($1, 1, $2)",
         PROJECTION,
@@ -62,19 +62,59 @@ pub async fn ensure(pool: &PgPool) -> Result<(), ReadModelError> {
     Ok(())
 }
 
-/// Creates `schema` (replacing any leftover of an earlier attempt) and the
-/// read-model tables in it. The caller's search path is left as it was.
+/// The read-model DDL as its statements: the tables, and the secondary
+/// indexes a rebuild creates after loading (bulk loads are faster without).
+pub struct Ddl {
+    pub tables: Vec<String>,
+    pub indexes: Vec<String>,
+}
+
+impl Ddl {
+    pub fn split() -> Ddl {
+        let mut ddl = Ddl {
+            tables: Vec::new(),
+            indexes: Vec::new(),
+        };
+        for statement in without_comments().split(';') {
+            let code = statement.trim();
+            if code.is_empty() {
+                continue;
+            }
+            let upper = code.to_uppercase();
+            if upper.starts_with("CREATE INDEX") || upper.starts_with("CREATE UNIQUE INDEX") {
+                ddl.indexes.push(code.to_owned());
+            } else {
+                ddl.tables.push(code.to_owned());
+            }
+        }
+        ddl
+    }
+}
+
+/// The DDL without its `--` comments (which may hold a `;`).
+fn without_comments() -> String {
+    READ_MODEL_DDL
+        .lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Creates `schema` (replacing any leftover of an earlier attempt) and runs
+/// `statements` in it. The caller's search path is left as it was.
 pub(crate) async fn create_schema(
     connection: &mut sqlx::PgConnection,
     schema: &str,
+    statements: &[String],
 ) -> Result<(), sqlx::Error> {
     // Identifiers cannot be bound as parameters; `schema` is one of ours, never input.
     debug_assert!(schema.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
     let previous: String = sqlx::query_scalar("SELECT current_setting('search_path')")
         .fetch_one(&mut *connection)
         .await?;
+    let statements = statements.join(";\n");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}; {READ_MODEL_DDL}"
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}; {statements}"
     )))
     .execute(&mut *connection)
     .await?;
@@ -83,4 +123,26 @@ pub(crate) async fn create_schema(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ddl_splits_into_tables_then_indexes_and_loses_nothing() {
+        let ddl = Ddl::split();
+        assert!(
+            ddl.tables
+                .iter()
+                .any(|statement| statement.starts_with("CREATE TABLE posts"))
+        );
+        assert!(
+            ddl.indexes
+                .iter()
+                .all(|statement| statement.starts_with("CREATE INDEX"))
+        );
+        let statements = without_comments().matches(';').count();
+        assert_eq!(ddl.tables.len() + ddl.indexes.len(), statements);
+    }
 }

@@ -14,6 +14,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use chronicle_schema::ErrorCode;
+
 use crate::error::ApiError;
 use crate::read_models::cache::RowCache;
 use crate::search::SearchIndex;
@@ -73,21 +75,34 @@ impl Consistency {
         self.projected.subscribe()
     }
 
-    /// Whether the read models include the token's write.
-    pub async fn is_applied(&self, token: &ConsistencyToken) -> Result<bool, sqlx::Error> {
-        let applied = sqlx::query_scalar!(
-            "SELECT version FROM stream_versions WHERE stream_id = $1",
-            token.stream_id
+    /// Whether the read models include the token's write; or, when they
+    /// moved past it but set it (or an earlier version) aside, which one.
+    async fn applied(&self, token: &ConsistencyToken) -> Result<Wait, sqlx::Error> {
+        let row = sqlx::query!(
+            r#"SELECT v.version,
+                      (SELECT min(d.version) FROM projector.dead_letters d
+                       WHERE d.stream_id = v.stream_id AND d.version <= $2
+                         AND d.redriven_at IS NULL AND d.projection = 'read_models') AS dead_lettered
+               FROM stream_versions v WHERE v.stream_id = $1"#,
+            token.stream_id,
+            token.version
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(applied.is_some_and(|version| version >= token.version))
+        Ok(match row {
+            Some(row) if row.version >= token.version => match row.dead_lettered {
+                Some(version) => Wait::DeadLettered { version },
+                None => Wait::Reached,
+            },
+            _ => Wait::TimedOut,
+        })
     }
 
-    /// Whether the search index includes the token's write (only post
-    /// streams are indexed: any other write is trivially included).
+    /// Whether the search index includes the token's write: posts, and users
+    /// (their standing decides their posts'), are marked with the version
+    /// indexed; comments are not indexed, so any is included.
     pub fn is_indexed(&self, token: &ConsistencyToken) -> bool {
-        token.stream_type != StreamType::Post
+        token.stream_type == StreamType::Comment
             || self
                 .search
                 .indexed_version(token.stream_id)
@@ -134,11 +149,21 @@ impl Consistency {
         announcements.mark_unchanged();
         let mut checked_written = false;
         loop {
-            let (reached, token) = match condition {
-                Includes::ReadModels(token) => (self.is_applied(token).await?, token),
-                Includes::Search(token) => (self.is_indexed(token), token),
+            let (wait, token) = match condition {
+                Includes::ReadModels(token) => (self.applied(token).await?, token),
+                Includes::Search(token) => (
+                    if self.is_indexed(token) {
+                        Wait::Reached
+                    } else {
+                        Wait::TimedOut
+                    },
+                    token,
+                ),
             };
-            if reached {
+            if let Wait::DeadLettered { .. } = wait {
+                return Ok(wait);
+            }
+            if wait == Wait::Reached {
                 // The write may be applied before its announcement reaches us:
                 // no cached row older than it may answer the reads that follow.
                 self.rows.invalidate();
@@ -172,6 +197,11 @@ pub enum Wait {
     NeverWritten {
         written: i32,
     },
+    /// The read models moved past the write but could not take `version` of
+    /// its stream (up to the token's): it waits for an operator's redrive.
+    DeadLettered {
+        version: i32,
+    },
 }
 
 impl Wait {
@@ -183,6 +213,17 @@ impl Wait {
                 "{what} has not caught up with this consistency token within {} ms; retry",
                 max_wait.as_millis()
             ))),
+            Wait::DeadLettered { version } => {
+                let mut error = ApiError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "{what} could not take version {version} of this stream: it is set aside \
+                         as a dead letter until an operator redrives it, and reads would miss it"
+                    ),
+                );
+                error.dead_lettered = Some(version);
+                Err(error)
+            }
             Wait::NeverWritten { written } => Err(ApiError::bad_input(
                 "X-Consistency-Token",
                 format!(

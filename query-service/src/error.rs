@@ -16,6 +16,9 @@ pub struct ApiError {
     pub fields: BTreeMap<String, String>,
     pub current_version: Option<i32>,
     pub retry_after_seconds: Option<u64>,
+    /// The version of a stream the read models set aside (a consistency
+    /// token's wait ended on it).
+    pub dead_lettered: Option<i32>,
 }
 
 impl ApiError {
@@ -26,6 +29,7 @@ impl ApiError {
             fields: BTreeMap::new(),
             current_version: None,
             retry_after_seconds: None,
+            dead_lettered: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl From<ErrorBody> for ApiError {
             fields: body.fields,
             current_version: body.current_version,
             retry_after_seconds: body.retry_after_seconds,
+            dead_lettered: None,
         }
     }
 }
@@ -95,6 +100,7 @@ impl From<ApiError> for async_graphql::Error {
             fields,
             current_version,
             retry_after_seconds,
+            dead_lettered,
         } = error;
         async_graphql::Error::new(message).extend_with(|_, extensions| {
             extensions.set("code", code.as_str());
@@ -118,6 +124,9 @@ impl From<ApiError> for async_graphql::Error {
             }
             if let Some(seconds) = retry_after_seconds {
                 extensions.set("retryAfterSeconds", seconds);
+            }
+            if let Some(version) = dead_lettered {
+                extensions.set("deadLetteredVersion", version);
             }
         })
     }

@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::events::{DecodeError, DomainEvent, EventMetadata, RecordedEvent, StreamType};
+use crate::events::{
+    DecodeError, DomainEvent, EventMetadata, RecordedEvent, StoredEventRow, StreamType,
+};
 
 pub const CE_SPECVERSION: &str = "ce_specversion";
 pub const CE_ID: &str = "ce_id";
@@ -30,50 +32,60 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const SOURCE: &str = "/chronicle/command-service";
 const TYPE_PREFIX: &str = "dev.chronicle.";
 
-/// The message key: the stream id.
-pub fn key(event: &RecordedEvent) -> String {
-    event.stream_id.to_string()
+/// One message for the bus.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// The stream id: one stream stays in one partition, in order.
+    pub key: String,
+    /// The payload as stored, at the schema version it was written with.
+    pub value: Vec<u8>,
+    /// In a stable order.
+    pub headers: Vec<(&'static str, String)>,
 }
 
-/// The message value: the event payload, at its current schema version.
-pub fn value(event: &RecordedEvent) -> Vec<u8> {
-    serde_json::to_vec(&event.event.to_payload()).expect("payloads always serialize")
-}
-
-/// The message headers, in a stable order.
-pub fn headers(event: &RecordedEvent) -> Vec<(&'static str, String)> {
-    let metadata = &event.metadata;
-    let mut headers = vec![
-        (CE_SPECVERSION, "1.0".to_owned()),
-        (CE_ID, event.event_id.to_string()),
-        (
-            CE_TYPE,
-            format!("{TYPE_PREFIX}{}", event.event.event_type()),
-        ),
-        (CE_SOURCE, SOURCE.to_owned()),
-        (CE_SUBJECT, event.stream_id.to_string()),
-        (
-            CE_TIME,
-            event
-                .recorded_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ),
-        (CONTENT_TYPE, "application/json".to_owned()),
-        (CE_SCHEMA_VERSION, event.event.schema_version().to_string()),
-        (CE_STREAM_TYPE, event.stream_type.as_str().to_owned()),
-        (CE_STREAM_VERSION, event.version.to_string()),
-        (CE_POSITION, event.position.to_string()),
-        (CE_COMMAND_ID, metadata.command_id.to_string()),
-        (CE_CORRELATION_ID, metadata.correlation_id.to_string()),
-        (CE_CAUSATION_ID, metadata.causation_id.to_string()),
-    ];
-    if let Some(actor_id) = metadata.actor_id {
-        headers.push((CE_ACTOR_ID, actor_id.to_string()));
+impl Message {
+    /// The message for a stored event, read from its columns alone: the relay
+    /// publishes what is stored without needing to understand it (an event of
+    /// a newer schema, written by a newer instance mid-deploy, passes too);
+    /// consumers upcast or set aside what they cannot read.
+    pub fn from_row(row: &StoredEventRow) -> Message {
+        let traceparent = row
+            .metadata
+            .get("traceparent")
+            .and_then(|value| value.as_str())
+            .map(str::to_owned);
+        let mut headers = vec![
+            (CE_SPECVERSION, "1.0".to_owned()),
+            (CE_ID, row.event_id.to_string()),
+            (CE_TYPE, format!("{TYPE_PREFIX}{}", row.event_type)),
+            (CE_SOURCE, SOURCE.to_owned()),
+            (CE_SUBJECT, row.stream_id.to_string()),
+            (
+                CE_TIME,
+                row.recorded_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ),
+            (CONTENT_TYPE, "application/json".to_owned()),
+            (CE_SCHEMA_VERSION, row.schema_version.to_string()),
+            (CE_STREAM_TYPE, row.stream_type.clone()),
+            (CE_STREAM_VERSION, row.version.to_string()),
+            (CE_POSITION, row.position.to_string()),
+            (CE_COMMAND_ID, row.command_id.to_string()),
+            (CE_CORRELATION_ID, row.correlation_id.to_string()),
+            (CE_CAUSATION_ID, row.causation_id.to_string()),
+        ];
+        if let Some(actor_id) = row.actor_id {
+            headers.push((CE_ACTOR_ID, actor_id.to_string()));
+        }
+        if let Some(traceparent) = traceparent {
+            headers.push((TRACEPARENT, traceparent));
+        }
+        Message {
+            key: row.stream_id.to_string(),
+            value: serde_json::to_vec(&row.payload).expect("stored JSON always serializes"),
+            headers,
+        }
     }
-    if let Some(traceparent) = &metadata.traceparent {
-        headers.push((TRACEPARENT, traceparent.clone()));
-    }
-    headers
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +100,25 @@ pub enum BusDecodeError {
     Event(#[from] DecodeError),
 }
 
-/// Rebuilds the recorded event from a message; `header` looks a header up by name.
-pub fn decode<'a>(
+/// Which event a message carries, from its headers alone: enough to set it
+/// aside and move its stream on even when this build cannot read its payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    pub event_id: Uuid,
+    pub stream_id: Uuid,
+    pub stream_type: StreamType,
+    pub version: i32,
+    pub position: i64,
+    pub event_type: String,
+    pub schema_version: i16,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Reads a message's headers; `header` looks a header up by name.
+pub fn decode_envelope<'a>(
     header: impl Fn(&str) -> Option<&'a [u8]>,
-    payload: &[u8],
-) -> Result<RecordedEvent, BusDecodeError> {
+) -> Result<Envelope, BusDecodeError> {
     let text = |name: &'static str| -> Result<&'a str, BusDecodeError> {
         let bytes = header(name).ok_or(BusDecodeError::MissingHeader(name))?;
         std::str::from_utf8(bytes).map_err(|_| BusDecodeError::MalformedHeader {
@@ -116,7 +142,6 @@ pub fn decode<'a>(
                 header: CE_TYPE,
                 value: ce_type.to_owned(),
             })?;
-    let schema_version: i16 = parse(CE_SCHEMA_VERSION, text(CE_SCHEMA_VERSION)?)?;
     let stream_type_text = text(CE_STREAM_TYPE)?;
     let stream_type =
         StreamType::parse(stream_type_text).ok_or_else(|| BusDecodeError::MalformedHeader {
@@ -129,7 +154,6 @@ pub fn decode<'a>(
             value: text(CE_TIME).unwrap_or_default().to_owned(),
         })?
         .with_timezone(&Utc);
-    let payload = serde_json::from_slice(payload).map_err(BusDecodeError::Payload)?;
     let actor_id = match header(CE_ACTOR_ID) {
         Some(_) => Some(uuid(CE_ACTOR_ID)?),
         None => None,
@@ -138,14 +162,14 @@ pub fn decode<'a>(
         Some(_) => Some(text(TRACEPARENT)?.to_owned()),
         None => None,
     };
-
-    Ok(RecordedEvent {
-        position: parse(CE_POSITION, text(CE_POSITION)?)?,
+    Ok(Envelope {
         event_id: uuid(CE_ID)?,
         stream_id: uuid(CE_SUBJECT)?,
         stream_type,
         version: parse(CE_STREAM_VERSION, text(CE_STREAM_VERSION)?)?,
-        event: DomainEvent::decode(event_type, schema_version, payload)?,
+        position: parse(CE_POSITION, text(CE_POSITION)?)?,
+        event_type: event_type.to_owned(),
+        schema_version: parse(CE_SCHEMA_VERSION, text(CE_SCHEMA_VERSION)?)?,
         metadata: EventMetadata {
             command_id: uuid(CE_COMMAND_ID)?,
             correlation_id: uuid(CE_CORRELATION_ID)?,
@@ -157,68 +181,97 @@ pub fn decode<'a>(
     })
 }
 
+impl Envelope {
+    /// The event, if this build can read its payload (upcast to the current
+    /// schema version).
+    pub fn open(self, payload: &[u8]) -> Result<RecordedEvent, BusDecodeError> {
+        let payload = serde_json::from_slice(payload).map_err(BusDecodeError::Payload)?;
+        Ok(RecordedEvent {
+            position: self.position,
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            stream_type: self.stream_type,
+            version: self.version,
+            event: DomainEvent::decode(&self.event_type, self.schema_version, payload)?,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        })
+    }
+}
+
+/// Rebuilds the recorded event from a message; `header` looks a header up by name.
+pub fn decode<'a>(
+    header: impl Fn(&str) -> Option<&'a [u8]>,
+    payload: &[u8],
+) -> Result<RecordedEvent, BusDecodeError> {
+    decode_envelope(header)?.open(payload)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::events::{UserEvent, UserRegistered};
-    use crate::role::Role;
+    use serde_json::json;
 
-    fn sample() -> RecordedEvent {
-        RecordedEvent {
+    use super::*;
+
+    fn sample() -> StoredEventRow {
+        StoredEventRow {
             position: 42,
             event_id: Uuid::now_v7(),
             stream_id: Uuid::now_v7(),
-            stream_type: StreamType::User,
+            stream_type: "user".into(),
             version: 1,
-            event: DomainEvent::User(UserEvent::Registered(UserRegistered {
-                email: "ada@example.com".into(),
-                handle: "ada".into(),
-                display_name: "Ada".into(),
-                role: Role::User,
-            })),
-            metadata: EventMetadata {
-                command_id: Uuid::now_v7(),
-                correlation_id: Uuid::now_v7(),
-                causation_id: Uuid::now_v7(),
-                actor_id: None,
-                traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            },
+            event_type: "UserRegistered".into(),
+            schema_version: 1,
+            payload: json!({"email": "ada@example.com", "handle": "ada", "displayName": "Ada", "role": "USER"}),
+            command_id: Uuid::now_v7(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: Uuid::now_v7(),
+            actor_id: None,
+            metadata: json!({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}),
             // Microsecond precision, as Postgres stores it.
             recorded_at: DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
         }
     }
 
+    fn lookup<'a>(message: &'a Message, name: &str) -> Option<&'a [u8]> {
+        message
+            .headers
+            .iter()
+            .find(|(header, _)| *header == name)
+            .map(|(_, value)| value.as_bytes())
+    }
+
     #[test]
     fn an_event_survives_the_bus() {
-        let event = sample();
-        let headers = headers(&event);
-        let lookup = |name: &str| {
-            headers
-                .iter()
-                .find(|(header, _)| *header == name)
-                .map(|(_, value)| value.as_bytes())
-        };
-        let decoded = decode(lookup, &value(&event)).unwrap();
-        assert_eq!(decoded, event);
+        let row = sample();
+        let message = Message::from_row(&row);
+        let decoded = decode(|name| lookup(&message, name), &message.value).unwrap();
+        assert_eq!(decoded, RecordedEvent::try_from(row).unwrap());
     }
 
     #[test]
     fn the_headers_follow_the_cloudevents_binary_mode() {
-        let event = sample();
-        let headers = headers(&event);
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(h, _)| *h == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let row = sample();
+        let message = Message::from_row(&row);
+        let get =
+            |name: &str| lookup(&message, name).map(|value| std::str::from_utf8(value).unwrap());
         assert_eq!(get("ce_specversion"), Some("1.0"));
         assert_eq!(get("ce_type"), Some("dev.chronicle.UserRegistered"));
-        assert_eq!(
-            get("ce_subject"),
-            Some(event.stream_id.to_string().as_str())
-        );
-        assert_eq!(key(&event), event.stream_id.to_string());
+        assert_eq!(get("ce_subject"), Some(row.stream_id.to_string().as_str()));
+        assert_eq!(message.key, row.stream_id.to_string());
+    }
+
+    #[test]
+    fn an_event_this_build_cannot_read_still_names_its_stream() {
+        let mut row = sample();
+        row.schema_version = 9;
+        let message = Message::from_row(&row);
+        let envelope = decode_envelope(|name| lookup(&message, name)).unwrap();
+        assert_eq!((envelope.stream_id, envelope.version), (row.stream_id, 1));
+        assert!(matches!(
+            envelope.open(&message.value),
+            Err(BusDecodeError::Event(DecodeError::FutureVersion { .. }))
+        ));
     }
 
     #[test]

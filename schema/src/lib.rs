@@ -10,11 +10,14 @@ pub mod commands;
 pub mod consistency;
 pub mod error;
 pub mod events;
+pub mod markdown;
 pub mod migrations;
 pub mod projected;
 pub mod prose_tokenizer;
+pub mod read_models;
 pub mod role;
 pub mod search_schema;
+mod sql_text;
 
 pub use commands::{Command, CommandEnvelope, CommandReply};
 pub use consistency::ConsistencyToken;

@@ -33,3 +33,5 @@ impl Role {
         matches!(self, Role::Moderator | Role::Admin)
     }
 }
+
+crate::sql_text::text_enum!(Role);

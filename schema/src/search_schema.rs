@@ -1,9 +1,20 @@
-//! The tantivy schema of the post index, shared by the projector (which writes
-//! it) and query-service (which reads it).
+//! The tantivy schema of the post index, shared by the indexer (which writes
+//! it) and query-service (which reads it), and the documents, derived from the
+//! read models' post rows.
 //!
-//! Every post has one document, drafts and deleted posts included (they are
-//! filtered at query time): so "has the index applied version v of post p?" is
-//! one term lookup, and a consistency token can wait on the index exactly.
+//! Every post has one document; only a public post's has its text. A post
+//! others may not see (a draft, a deleted post, a deactivated author's) is a
+//! marker with its id, status and version and nothing to match or rank, so it
+//! changes neither results, counts nor scores; a user is a marker too (their
+//! standing decides their posts'). So "has the index applied version v of
+//! stream s?" is one term lookup, and a consistency token can wait on the
+//! index exactly.
+
+use tantivy::TantivyDocument;
+use uuid::Uuid;
+
+use crate::markdown::plain_text;
+use crate::read_models::posts::PostRow;
 
 use tantivy::schema::{
     DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, STORED, STRING,
@@ -13,9 +24,10 @@ use tantivy::schema::{
 /// The tokenizer for prose: lower-cased, stemmed English.
 pub const PROSE_TOKENIZER: &str = "en_stem";
 
+/// A public post: the only documents searched.
 pub const STATUS_PUBLISHED: &str = "published";
-pub const STATUS_DRAFT: &str = "draft";
-pub const STATUS_DELETED: &str = "deleted";
+/// A marker: a post others may not see, or a user.
+pub const STATUS_HIDDEN: &str = "hidden";
 
 #[derive(Clone, Debug)]
 pub struct PostIndexSchema {
@@ -71,6 +83,47 @@ impl PostIndexSchema {
             published_at,
             version,
         }
+    }
+}
+
+impl PostIndexSchema {
+    /// A post's document, from its read-model row: the text only when public.
+    pub fn post_document(&self, post: &PostRow) -> TantivyDocument {
+        if !post.is_public() {
+            return self.marker(post.id, post.version);
+        }
+        let mut document = TantivyDocument::default();
+        document.add_text(self.id, post.id.to_string());
+        document.add_text(self.status, STATUS_PUBLISHED);
+        document.add_u64(
+            self.version,
+            u64::try_from(post.version).unwrap_or_default(),
+        );
+        document.add_text(self.slug, &post.slug);
+        document.add_text(self.title, &post.title);
+        document.add_text(self.body, plain_text(&post.body));
+        for tag in &post.tags {
+            document.add_text(self.tag, tag);
+        }
+        document.add_text(self.tags_text, post.tags.join(" "));
+        document.add_text(self.author_handle, &post.author_handle);
+        if let Some(published_at) = post.published_at {
+            document.add_date(
+                self.published_at,
+                tantivy::DateTime::from_timestamp_micros(published_at.timestamp_micros()),
+            );
+        }
+        document
+    }
+
+    /// A document that only says the index has applied version `version` of
+    /// stream `id`.
+    pub fn marker(&self, id: Uuid, version: i32) -> TantivyDocument {
+        let mut document = TantivyDocument::default();
+        document.add_text(self.id, id.to_string());
+        document.add_text(self.status, STATUS_HIDDEN);
+        document.add_u64(self.version, u64::try_from(version).unwrap_or_default());
+        document
     }
 }
 

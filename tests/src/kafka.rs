@@ -100,14 +100,37 @@ pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<
 
 /// Publishes one event straight to the topic, as the relay would.
 pub async fn publish(topic: &str, event: &RecordedEvent) {
+    let row = chronicle_schema::events::StoredEventRow {
+        position: event.position,
+        event_id: event.event_id,
+        stream_id: event.stream_id,
+        stream_type: event.stream_type.as_str().to_owned(),
+        version: event.version,
+        event_type: event.event.event_type().to_owned(),
+        schema_version: event.event.schema_version(),
+        payload: event.event.to_payload(),
+        command_id: event.metadata.command_id,
+        correlation_id: event.metadata.correlation_id,
+        causation_id: event.metadata.causation_id,
+        actor_id: event.metadata.actor_id,
+        metadata: serde_json::json!({}),
+        recorded_at: event.recorded_at,
+    };
+    publish_row(topic, &row).await;
+}
+
+/// Publishes one stored event straight to the topic, as the relay would.
+pub async fn publish_row(topic: &str, row: &chronicle_schema::events::StoredEventRow) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
     let producer: FutureProducer = chronicle_platform::kafka::client_config(&brokers())
         .create()
         .expect("a test producer");
+    let message = bus::Message::from_row(row);
     let headers =
-        bus::headers(event)
+        message
+            .headers
             .into_iter()
             .fold(OwnedHeaders::new(), |headers, (name, value)| {
                 headers.insert(Header {
@@ -115,7 +138,7 @@ pub async fn publish(topic: &str, event: &RecordedEvent) {
                     value: Some(value.as_str()),
                 })
             });
-    let (key, value) = (bus::key(event), bus::value(event));
+    let (key, value) = (message.key, message.value);
     producer
         .send(
             FutureRecord::to(topic)

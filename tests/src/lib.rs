@@ -7,6 +7,7 @@ mod app;
 pub mod broker;
 mod database;
 mod graphql;
+pub mod history;
 mod kafka;
 pub mod search;
 pub mod workload;
@@ -14,7 +15,7 @@ pub mod workload;
 pub use app::{ServiceHandle, TestApp, TestOptions, wait_ready};
 pub use database::{TestDatabase, begin_outage, end_outage};
 pub use graphql::{GraphqlResponse, RegisteredUser, Session};
-pub use kafka::{BusMessage, TestTopic, publish, read_topic};
+pub use kafka::{BusMessage, TestTopic, publish, publish_row, read_topic};
 
 /// Polls `condition` until it holds or `timeout` passes (no fixed sleeps).
 pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut condition: F)

@@ -1,14 +1,13 @@
 //! Poison events don't stop the world: set aside, reported, re-driven.
 
-use chronicle_schema::events::{PostEdited, PostEvent};
+use chronicle_schema::events::{PostEdited, PostEvent, UserEvent, UserProfileUpdated};
 use chronicle_schema::{DomainEvent, EventMetadata, Role, StreamType};
 use chronicle_tests::TestApp;
 use command_service::event_store;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_event_is_set_aside_later_events_are_applied_and_a_redrive_applies_it_after_a_fix()
-{
+async fn a_poison_event_is_set_aside_later_events_are_applied_and_a_redrive_keeps_refusing_it() {
     let app = TestApp::spawn().await;
     // An edit of a post the read model never heard of: no handler can apply it.
     let orphan = Uuid::now_v7();
@@ -95,12 +94,77 @@ async fn a_poison_event_is_set_aside_later_events_are_applied_and_a_redrive_appl
         "{metrics}"
     );
 
-    // The fix: here, the post the edit belongs to appears in the read model.
+    // An edit of a post that was never created stays refused: a redrive
+    // folds the stream again from the store, and the store has no creation.
+    let admin =
+        projector::cli::AdminClient::new(app.projector_url().unwrap(), &app.command_api_token);
+    let report = admin.redrive().await.unwrap();
+    assert_eq!((report.redriven, report.still_failing), (0, 1));
+}
+
+/// An event this build cannot read (written by a newer one mid-deploy) is set
+/// aside and its stream moves on; once this build can read it (here: the
+/// stored row rewritten, as an upcaster would read it), a redrive applies it,
+/// in order, under the later events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_is_set_aside_its_stream_moves_on_and_a_redrive_applies_it_after_a_fix()
+{
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    // Version 2 of Ada's stream, from a newer build: schema version 9.
     sqlx::query(
-        "INSERT INTO posts (id, slug, title, body, excerpt, status, author_id, author_handle, author_display_name, \
-         created_at, updated_at, version) VALUES ($1, 'orphan', 'Lost', '', '', 'DRAFT', $1, 'x', 'x', now(), now(), 0)",
+        "INSERT INTO event_store.events (event_id, stream_id, stream_type, version, event_type, \
+           schema_version, payload, command_id, correlation_id, causation_id) \
+         VALUES ($1, $2, 'user', 2, 'UserProfileUpdated', 9, $3, $1, $1, $1)",
     )
-    .bind(orphan)
+    .bind(Uuid::now_v7())
+    .bind(ada.id)
+    .bind(serde_json::json!({"displayName": "Ada from the future", "bio": "v9", "mood": "new"}))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Later events of the same stream are applied past it.
+    let command_id = Uuid::now_v7();
+    let mut transaction = app.pool.begin().await.unwrap();
+    event_store::append(
+        &mut transaction,
+        ada.id,
+        StreamType::User,
+        2,
+        &[DomainEvent::User(UserEvent::ProfileUpdated(
+            UserProfileUpdated {
+                display_name: "Ada from the future".into(),
+                bio: Some("after".into()),
+            },
+        ))],
+        &EventMetadata {
+            command_id,
+            correlation_id: command_id,
+            causation_id: command_id,
+            actor_id: None,
+            traceparent: None,
+        },
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    transaction.commit().await.unwrap();
+    app.drain().await;
+    let (version, error): (i32, String) = sqlx::query_as(
+        "SELECT version, error FROM projector.dead_letters WHERE redriven_at IS NULL AND stream_id = $1",
+    )
+    .bind(ada.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(version, 2);
+    assert!(error.contains("newer than this build"), "{error}");
+
+    // The fix: this build can read it now.
+    sqlx::query(
+        "UPDATE event_store.events SET schema_version = 1 WHERE stream_id = $1 AND version = 2",
+    )
+    .bind(ada.id)
     .execute(&app.pool)
     .await
     .unwrap();
@@ -109,14 +173,18 @@ async fn a_poison_event_is_set_aside_later_events_are_applied_and_a_redrive_appl
             .redrive()
             .await
             .unwrap();
-
     assert_eq!((report.redriven, report.still_failing), (1, 0));
-    let title: String = sqlx::query_scalar("SELECT title FROM posts WHERE id = $1")
-        .bind(orphan)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(title, "Recovered");
+    // Folded in order: v2, then v3 on top of it.
+    let (name, bio, version): (String, Option<String>, i32) =
+        sqlx::query_as("SELECT display_name, bio, version FROM users WHERE id = $1")
+            .bind(ada.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (name.as_str(), bio.as_deref(), version),
+        ("Ada from the future", Some("after"), 3)
+    );
     let open: i64 =
         sqlx::query_scalar("SELECT count(*) FROM projector.dead_letters WHERE redriven_at IS NULL")
             .fetch_one(&app.pool)
@@ -167,4 +235,41 @@ async fn projection_status_is_for_moderators_and_says_live() {
         },
     )
     .await;
+}
+
+/// A consistency token on a version the read models set aside gets an answer
+/// that says so, not success with rows that miss the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistency_token_on_a_dead_lettered_version_is_answered_so() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    sqlx::query(
+        "INSERT INTO event_store.events (event_id, stream_id, stream_type, version, event_type, \
+           schema_version, payload, command_id, correlation_id, causation_id) \
+         VALUES ($1, $2, 'user', 2, 'UserProfileUpdated', 9, '{}', $1, $1, $1)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(ada.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.drain().await;
+    let token = chronicle_schema::ConsistencyToken {
+        stream_type: StreamType::User,
+        stream_id: ada.id,
+        version: 2,
+    };
+    let response = app
+        .graphql("{ user(handle: \"ada\") { displayName } }")
+        .header("x-consistency-token", &token.to_string())
+        .send()
+        .await;
+    assert_eq!(response.error_code(), "INTERNAL");
+    assert_eq!(response.error()["extensions"]["deadLetteredVersion"], 2);
+    assert!(
+        response.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("dead letter")
+    );
 }

@@ -137,3 +137,86 @@ async fn the_projector_announces_what_it_applied() {
     assert_eq!(projected.events[0].stream_id, ada.id);
     assert_eq!(projected.events[0].event_type, "UserRegistered");
 }
+
+/// A stored event this build cannot read, met while filling a hole, is set
+/// aside like any poison; the event that arrived is applied after it, and
+/// nothing is lost or retried forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_in_a_filled_hole_is_set_aside_and_the_arriving_event_applied() {
+    let app = TestApp::spawn_with(TestOptions {
+        relay: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let stream_id = Uuid::now_v7();
+    append(&app, stream_id, 0, registered("grace")).await;
+    sqlx::query(
+        "INSERT INTO event_store.events (event_id, stream_id, stream_type, version, event_type, \
+           schema_version, payload, command_id, correlation_id, causation_id) \
+         VALUES ($1, $2, 'user', 2, 'UserProfileUpdated', 9, '{}', $1, $1, $1)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(stream_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    append(&app, stream_id, 2, renamed("Grace Hopper")).await;
+
+    // Only version 3 reaches the bus: versions 1 and 2 come from the store.
+    let version_three: chronicle_schema::events::StoredEventRow = sqlx::query_as(
+        "SELECT position, event_id, stream_id, stream_type, version, event_type, schema_version, \
+           payload, command_id, correlation_id, causation_id, actor_id, metadata, recorded_at \
+         FROM event_store.events WHERE stream_id = $1 AND version = 3",
+    )
+    .bind(stream_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    chronicle_tests::publish_row(&app.topic, &version_three).await;
+
+    app.drain().await;
+    let (display_name, version): (String, i32) =
+        sqlx::query_as("SELECT display_name, version FROM users WHERE id = $1")
+            .bind(stream_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((display_name.as_str(), version), ("Grace Hopper", 3));
+    let letters: Vec<i32> = sqlx::query_scalar(
+        "SELECT version FROM projector.dead_letters WHERE stream_id = $1 AND redriven_at IS NULL",
+    )
+    .bind(stream_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(letters, vec![2]);
+}
+
+/// A message that says nothing readable about itself, delivered twice (a
+/// crash before its offset was committed), is one dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_message_redelivered_is_one_dead_letter() {
+    use projector::apply::{self, Incoming};
+    use projector::dead_letters::{KafkaPosition, Letter};
+    let app = TestApp::spawn_with(TestOptions {
+        projector: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let message = || {
+        Incoming::Unreadable(Box::new(Letter::unreadable(
+            Some(KafkaPosition {
+                partition: 1,
+                offset: 42,
+            }),
+            "header ce_id is missing".into(),
+        )))
+    };
+    apply::apply_batch(&app.pool, &[message()]).await.unwrap();
+    apply::apply_batch(&app.pool, &[message()]).await.unwrap();
+    let letters: i64 = sqlx::query_scalar("SELECT count(*) FROM projector.dead_letters")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(letters, 1);
+}

@@ -193,10 +193,13 @@ async fn after_a_rebuild_the_search_status_counts_what_the_new_index_holds() {
         .await
         .unwrap();
 
-    app.rebuilder()
-        .run(Projection::Search, RebuildOptions { swap: true })
-        .await
-        .unwrap();
+    // The index is derived from the read models: they are rebuilt first.
+    for projection in [Projection::ReadModels, Projection::Search] {
+        app.rebuilder()
+            .run(projection, RebuildOptions { swap: true })
+            .await
+            .unwrap();
+    }
     chronicle_tests::eventually(
         std::time::Duration::from_secs(30),
         "the search status to count the rebuilt index",
@@ -212,4 +215,44 @@ async fn after_a_rebuild_the_search_status_counts_what_the_new_index_holds() {
         },
     )
     .await;
+}
+
+/// The swap's check compares every column: a read model the live path got
+/// wrong (here, a derived count) stops the swap, and the live one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_differs_from_the_live_read_models_in_any_column_is_not_swapped_in() {
+    let app = TestApp::spawn().await;
+    workload::blog_activity(&app, 3).await;
+    app.drain().await;
+    let (author, generation): (uuid::Uuid, i64) = sqlx::query_as(
+        "SELECT u.id, g.generation FROM users u, projector.generations g \
+         WHERE g.projection = 'read_models' AND u.post_count > 0 LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE users SET post_count = post_count + 7 WHERE id = $1")
+        .bind(author)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let error = app
+        .rebuilder()
+        .run(Projection::ReadModels, RebuildOptions { swap: true })
+        .await
+        .unwrap_err();
+
+    let message = error.to_string();
+    assert!(
+        message.contains("users") && message.contains(&author.to_string()),
+        "{message}"
+    );
+    let still: i64 = sqlx::query_scalar(
+        "SELECT generation FROM projector.generations WHERE projection = 'read_models'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(still, generation, "the live read models stay");
 }

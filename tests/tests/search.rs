@@ -476,3 +476,59 @@ async fn the_search_syntax_is_words_phrases_exclusions_and_fields_and_refuses_th
         assert_eq!(rest.status(), 400, "{query}");
     }
 }
+
+/// Search applies the visibility `posts` does, counts included, on both
+/// endpoints: a deactivated author's posts are gone from hits and totals;
+/// drafts change neither results, counts nor scores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_shows_and_counts_what_lists_show_and_drafts_change_no_score() {
+    let app = TestApp::spawn().await;
+    let (_, ada) = app.signed_in("ada").await;
+    let (bob_user, bob) = app.signed_in("bob").await;
+    let (_, admin) = app
+        .signed_in_as("admin", chronicle_schema::Role::Admin)
+        .await;
+    post(
+        &app,
+        &ada,
+        "Kafka internals",
+        "Partitions and offsets.",
+        &[],
+    )
+    .await;
+    post(&app, &bob, "Kafka streams", "Kafka for streams.", &[]).await;
+    app.graphql("mutation($id: ID!) { deactivateUser(id: $id) { version } }")
+        .variables(json!({"id": bob_user.id}))
+        .bearer(&admin.access_token)
+        .send()
+        .await
+        .data();
+    app.drain_search().await;
+
+    let graphql = search(&app, "kafka", json!({})).await;
+    assert_eq!(titles(&graphql), vec!["Kafka internals"]);
+    assert_eq!(graphql["totalCount"], 1);
+    let rest: Value = app
+        .http
+        .get(format!("{}/search", app.query_url()))
+        .query(&[("q", "kafka")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["totalCount"], 1, "{rest}");
+    assert_eq!(rest["hits"].as_array().unwrap().len(), 1, "{rest}");
+    assert!(!rest.to_string().contains("bob"), "{rest}");
+
+    let score = graphql["edges"][0]["score"].as_f64().unwrap();
+    for _ in 0..3 {
+        app.create_post(&ada, "Kafka kafka kafka, a draft", &[])
+            .await;
+    }
+    app.drain_search().await;
+    let after = search(&app, "kafka", json!({})).await;
+    assert_eq!(after["totalCount"], 1);
+    assert_eq!(after["edges"][0]["score"].as_f64().unwrap(), score);
+}

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chronicle_platform::trace_context;
-use chronicle_schema::events::{StoreCursor, read_committed};
-use chronicle_schema::{RecordedEvent, bus};
+use chronicle_schema::bus;
+use chronicle_schema::events::{StoreCursor, StoredEventRow, read_committed};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::postgres::PgConnectOptions;
@@ -54,8 +54,6 @@ enum RelayError {
     Database(#[from] sqlx::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("stored event: {0}")]
-    Decode(#[from] chronicle_schema::events::DecodeError),
 }
 
 pub struct Relay {
@@ -119,10 +117,7 @@ impl Relay {
                 continue;
             };
             let next = last.clone();
-            let events = batch
-                .into_iter()
-                .map(|(_, row)| RecordedEvent::try_from(row))
-                .collect::<Result<Vec<_>, _>>()?;
+            let events: Vec<StoredEventRow> = batch.into_iter().map(|(_, row)| row).collect();
             publish(&producer, &self.settings.topic, &events).await?;
             save_cursor(&mut connection, &next, events.len()).await?;
             metrics::counter!("chronicle_relay_published_total").increment(events.len() as u64);
@@ -193,18 +188,25 @@ fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError>
 async fn publish(
     producer: &FutureProducer,
     topic: &str,
-    events: &[RecordedEvent],
+    events: &[StoredEventRow],
 ) -> Result<(), RelayError> {
     let mut deliveries = Vec::with_capacity(events.len());
     for event in events {
-        let key = bus::key(event);
-        let value = bus::value(event);
+        let bus::Message {
+            key,
+            value,
+            headers,
+        } = bus::Message::from_row(event);
         // A span per event, continuing its command's trace, open until Kafka
         // acknowledges it; the message carries it on to the projector.
         let span = tracing::info_span!("relay.publish", stream_id = %event.stream_id, version = event.version);
-        trace_context::continue_from(&span, event.metadata.traceparent.as_deref());
+        let stored_traceparent = event
+            .metadata
+            .get("traceparent")
+            .and_then(|value| value.as_str());
+        trace_context::continue_from(&span, stored_traceparent);
         let traceparent = trace_context::traceparent_of(&span);
-        let headers = bus::headers(event)
+        let headers = headers
             .into_iter()
             .map(|(name, value)| match (name, &traceparent) {
                 (bus::TRACEPARENT, Some(traceparent)) => (name, traceparent.clone()),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::PgConnection;
 
 /// Every column that means something (not `applied_at`, when a row was written).
-const TABLES: &[(&str, &str, &str)] = &[
+pub const TABLES: &[(&str, &str, &str)] = &[
     (
         "stream_versions",
         "stream_id, version, position",

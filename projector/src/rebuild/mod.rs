@@ -1,22 +1,21 @@
-//! Rebuilding projections from the event store (not from Kafka, whose
-//! retention is finite), beside the live ones, with no downtime.
+//! Rebuilding projections beside the live ones, with no downtime.
 //!
-//! Read models: the store is folded in memory (`model`) up to a horizon and
-//! written in bulk into a `read_next` schema (`bulk`), which then catches up
-//! with what was appended meanwhile. The swap takes the lock every live batch
-//! holds shared, catches up the last events, verifies the new tables against
-//! the live ones, and renames `read_next` to `read` and drops the old tables,
-//! all in one transaction (`tables`). Queries keep answering throughout: at
-//! the swap they wait a moment and then read the new tables.
+//! Read models: from the event store (not from Kafka, whose retention is
+//! finite), streamed into a `read_next` schema with the same folds as the live
+//! path, verified against the live schema, and swapped in (`tables`, `load`,
+//! `verify`). Queries keep answering throughout: at the swap they wait a
+//! moment and then read the new tables.
 //!
-//! Search: a new index generation is built beside the live one and swapped
-//! in, in this process, while the live indexer is paused (`search`).
+//! Search: a new index generation is built from the live read models' rows
+//! (the documents are derived from them) beside the live one, and swapped in,
+//! in this process, while the live indexer is paused (`search`).
 
-pub mod bulk;
+mod copy;
 pub mod digest;
-pub mod model;
+mod load;
 mod search;
 mod tables;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,9 +27,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::search::indexer::SharedIndex;
-
-/// Events read from the store per query while folding.
-const READ_BATCH: i64 = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

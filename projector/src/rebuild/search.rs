@@ -1,14 +1,29 @@
 //! Rebuilding the search index as a new generation and swapping it in.
+//!
+//! Documents are derived from the read models' rows, so the rebuild reads
+//! the live rows (not the event store): every post, and a marker per user,
+//! in short keyset-paged reads. At the swap, with the live indexer paused,
+//! every row that changed since it was read (its version, or whether it is
+//! public: a deactivation changes that without a post event) is indexed
+//! again, and the new generation continues from the live indexer's offsets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use chronicle_schema::events::{StoreCursor, horizon, read_committed};
-use chronicle_schema::{RecordedEvent, StreamType};
+use chronicle_schema::read_models::posts::{self, PostRow};
+use chronicle_schema::search_schema::PostIndexSchema;
+use sqlx::PgPool;
+use tantivy::TantivyDocument;
 use uuid::Uuid;
 
-use super::{READ_BATCH, RebuildError, RebuildOptions, Rebuilder, Tracker, count_below};
-use crate::search::indexer::{self, load_posts};
-use crate::search::{PostIndex, SearchPost};
+use super::{RebuildError, RebuildOptions, Rebuilder, Tracker};
+use crate::search::PostIndex;
+use crate::search::indexer;
+
+/// Rows read per query.
+const PAGE: i64 = 5_000;
+
+/// What each indexed document reflects: (version, public).
+type Indexed = HashMap<Uuid, (i32, bool)>;
 
 pub(super) async fn rebuild(
     rebuilder: &Rebuilder,
@@ -20,39 +35,27 @@ pub(super) async fn rebuild(
     let generation = layout.generations()?.last().copied().unwrap_or(0) + 1;
     let mut index =
         tokio::task::spawn_blocking(move || PostIndex::open(&layout, generation)).await??;
+    let schema = index.schema().clone();
 
-    tracker.phase("reading the event store");
-    let horizon = horizon(pool).await?;
-    tracker.total(count_below(pool, &horizon).await?);
-    let mut posts: HashMap<Uuid, Option<SearchPost>> = HashMap::new();
-    let mut cursor = StoreCursor::start();
+    tracker.phase("reading the read models");
+    let total: i64 =
+        sqlx::query_scalar("SELECT (SELECT count(*) FROM posts) + (SELECT count(*) FROM users)")
+            .fetch_one(pool)
+            .await?;
+    tracker.total(total as u64);
+    let mut indexed = Indexed::new();
+    let mut after = Uuid::nil();
     loop {
-        let batch = read_committed(pool, &cursor, Some(&horizon), READ_BATCH).await?;
-        let Some((last, _)) = batch.last() else { break };
-        cursor = last.clone();
-        let count = batch.len() as u64;
-        for (_, row) in batch
-            .into_iter()
-            .filter(|(_, row)| row.stream_type == StreamType::Post.as_str())
-        {
-            let event = RecordedEvent::try_from(row)?;
-            SearchPost::apply(posts.entry(event.stream_id).or_default(), &event);
-        }
+        let rows = page_of_posts(pool, after).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let count = rows.len() as u64;
+        index = write(index, &schema, rows, &mut indexed).await?;
         tracker.processed(count);
     }
-
-    tracker.phase("writing the new index");
-    let folded: Vec<SearchPost> = posts.into_values().flatten().collect();
-    index = tokio::task::spawn_blocking(move || {
-        for post in &folded {
-            index.upsert(post);
-        }
-        index
-    })
-    .await?;
-
-    tracker.phase("catching up");
-    while catch_up(rebuilder, &mut index, &mut cursor, tracker).await? > 0 {}
+    let markers = markers_changed(pool, &Indexed::new()).await?;
+    tracker.processed(markers.len() as u64);
+    index = write_markers(index, &schema, markers, &mut indexed).await?;
 
     if !options.swap {
         let mut index = index;
@@ -64,9 +67,16 @@ pub(super) async fn rebuild(
     tracker.phase("swapping");
     // Pause the live indexer: its index and offsets are ours until the swap is done.
     let live = rebuilder.live_index.clone().lock_owned().await;
-    while catch_up(rebuilder, &mut index, &mut cursor, tracker).await? > 0 {}
-    // The new index holds everything committed below the horizon now, so
-    // everything the live indexer read from the bus: it continues from there.
+    // What changed since it was read is indexed again, as the rows are now.
+    let reflected: i64 =
+        sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM stream_versions")
+            .fetch_one(pool)
+            .await?;
+    let changed = posts_changed(pool, &indexed).await?;
+    index = write(index, &schema, changed, &mut indexed).await?;
+    let markers = markers_changed(pool, &indexed).await?;
+    index = write_markers(index, &schema, markers, &mut indexed).await?;
+    // The new index holds every row the live indexer's offsets cover.
     let checkpoint = live.checkpoint();
     let layout = rebuilder.layout.clone();
     let (index, live_back) = tokio::task::spawn_blocking(move || -> Result<_, RebuildError> {
@@ -78,8 +88,8 @@ pub(super) async fn rebuild(
     let mut live = live_back;
     let retired = std::mem::replace(&mut live.index, index).generation();
     live.written.clear();
-    // The new generation holds the store up to the cursor: its lag starts there.
-    live.applied_position = live.applied_position.max(cursor.position);
+    // The new generation reflects the read models as they were at the swap.
+    live.applied_position = live.applied_position.max(reflected);
     drop(live);
     indexer::commit(&rebuilder.live_index, pool).await?;
     // Readers switch generations when they see CURRENT change; the old files
@@ -92,30 +102,89 @@ pub(super) async fn rebuild(
     Ok(())
 }
 
-/// Re-folds from the store every post changed after `cursor`; answers how many events.
-async fn catch_up(
-    rebuilder: &Rebuilder,
-    index: &mut PostIndex,
-    cursor: &mut StoreCursor,
-    tracker: &Tracker<'_>,
-) -> Result<usize, RebuildError> {
-    let batch = read_committed(&rebuilder.pool, cursor, None, READ_BATCH).await?;
-    let Some((last, _)) = batch.last() else {
-        return Ok(0);
-    };
-    *cursor = last.clone();
-    let count = batch.len();
-    let touched: HashSet<Uuid> = batch
-        .iter()
-        .filter(|(_, row)| row.stream_type == StreamType::Post.as_str())
-        .map(|(_, row)| row.stream_id)
-        .collect();
-    let ids: Vec<Uuid> = touched.into_iter().collect();
-    for post in load_posts(&rebuilder.pool, &ids).await? {
-        index.upsert(&post);
+async fn page_of_posts(pool: &PgPool, after: Uuid) -> Result<Vec<PostRow>, sqlx::Error> {
+    sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM posts WHERE id > $1 ORDER BY id LIMIT $2",
+        posts::COLUMNS
+    )))
+    .bind(after)
+    .bind(PAGE)
+    .fetch_all(pool)
+    .await
+}
+
+/// Posts whose row is not what was indexed (or that were not indexed).
+async fn posts_changed(pool: &PgPool, indexed: &Indexed) -> Result<Vec<PostRow>, sqlx::Error> {
+    let mut changed = Vec::new();
+    let mut after = Uuid::nil();
+    loop {
+        let rows = page_of_posts(pool, after).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        changed.extend(
+            rows.into_iter()
+                .filter(|row| indexed.get(&row.id) != Some(&(row.version, row.is_public()))),
+        );
     }
-    tracker.processed(count as u64);
-    Ok(count)
+    Ok(changed)
+}
+
+/// Users whose marker is not at their version.
+async fn markers_changed(
+    pool: &PgPool,
+    indexed: &Indexed,
+) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
+    let users: Vec<(Uuid, i32)> = sqlx::query_as("SELECT id, version FROM users")
+        .fetch_all(pool)
+        .await?;
+    Ok(users
+        .into_iter()
+        .filter(|(id, version)| indexed.get(id).map(|(indexed, _)| indexed) != Some(version))
+        .collect())
+}
+
+async fn write(
+    mut index: PostIndex,
+    schema: &PostIndexSchema,
+    rows: Vec<PostRow>,
+    indexed: &mut Indexed,
+) -> Result<PostIndex, RebuildError> {
+    let documents: Vec<(Uuid, TantivyDocument)> = rows
+        .iter()
+        .map(|row| {
+            indexed.insert(row.id, (row.version, row.is_public()));
+            (row.id, schema.post_document(row))
+        })
+        .collect();
+    Ok(tokio::task::spawn_blocking(move || {
+        for (id, document) in documents {
+            index.upsert(id, document);
+        }
+        index
+    })
+    .await?)
+}
+
+async fn write_markers(
+    mut index: PostIndex,
+    schema: &PostIndexSchema,
+    markers: Vec<(Uuid, i32)>,
+    indexed: &mut Indexed,
+) -> Result<PostIndex, RebuildError> {
+    let documents: Vec<(Uuid, TantivyDocument)> = markers
+        .into_iter()
+        .map(|(id, version)| {
+            indexed.insert(id, (version, false));
+            (id, schema.marker(id, version))
+        })
+        .collect();
+    Ok(tokio::task::spawn_blocking(move || {
+        for (id, document) in documents {
+            index.upsert(id, document);
+        }
+        index
+    })
+    .await?)
 }
 
 /// Tells readers a new generation is live.

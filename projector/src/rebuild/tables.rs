@@ -1,21 +1,44 @@
 //! Rebuilding the read models into `read_next` and swapping them in.
+//!
+//! 1. Create `read_next`'s tables, without their secondary indexes.
+//! 2. Load: fold the store below a horizon into them by `COPY` (`load`).
+//! 3. Index them, recount the few late counts, analyze.
+//! 4. Catch up with what was committed meanwhile, with the live path's own
+//!    code, a batch per short transaction.
+//! 5. Verify every column of every row both schemas have at the same point
+//!    (`verify`), outside any lock.
+//! 6. Swap: take the lock every live batch holds shared, apply the last
+//!    events, rename `read_next` to `read`, in one short transaction.
+//!
+//! No transaction of the rebuild holds a transaction id for long (each COPY
+//! chunk, index, catch-up batch is its own), so it never holds back the
+//! outbox relay or vacuum; queries keep answering from the live schema.
 
 use std::str::FromStr;
 
 use chronicle_schema::RecordedEvent;
 use chronicle_schema::events::{StoreCursor, horizon, read_committed};
+use chronicle_schema::read_models::{comments, posts};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
-use super::model::ReadModel;
-use super::{READ_BATCH, RebuildError, RebuildOptions, Rebuilder, Tracker, bulk, count_below};
-use crate::apply::{self, Incoming};
+use super::{RebuildError, RebuildOptions, Rebuilder, Tracker, count_below, load, verify};
+use crate::apply::{self, Incoming, Mode};
 use crate::dead_letters;
 use crate::read_models::{self, PROJECTION, SWAP_LOCK_KEY};
 
 const NEXT: &str = "read_next";
-/// Catch up outside the swap until fewer than this many events are left.
+/// Events applied per catch-up transaction.
 const CATCH_UP_BATCH: i64 = 2_000;
+/// Rows recounted, or letters recorded, per transaction.
+const FIX_UP_CHUNK: usize = 2_000;
+
+/// The rebuild's catch-up: it alone writes `read_next`, so it takes no locks.
+const CATCH_UP: Mode = Mode {
+    lock: false,
+    announce: false,
+    refold: false,
+};
 
 pub(super) async fn rebuild(
     rebuilder: &Rebuilder,
@@ -23,51 +46,73 @@ pub(super) async fn rebuild(
     options: RebuildOptions,
 ) -> Result<(), RebuildError> {
     let pool = &rebuilder.pool;
-    // Its own connection, building in "read_next" (the handlers' SQL is unqualified).
-    let mut connection = PgConnectOptions::from_str(&rebuilder.database_url)?
+    // Connections of their own, without the pools' statement timeout: a
+    // read of the whole store is one statement.
+    let connect_options =
+        PgConnectOptions::from_str(&rebuilder.database_url)?.options([("statement_timeout", "0")]);
+    let mut writer = connect_options
+        .clone()
         .options([("search_path", NEXT)])
         .connect()
         .await?;
-    read_models::create_schema(&mut connection, NEXT).await?;
+    let mut reader = connect_options.connect().await?;
+    let ddl = read_models::Ddl::split();
+    read_models::create_schema(&mut writer, NEXT, &ddl.tables).await?;
 
     tracker.phase("reading the event store");
     let horizon = horizon(pool).await?;
     tracker.total(count_below(pool, &horizon).await?);
-    let mut model = ReadModel::default();
-    let mut cursor = StoreCursor::start();
-    loop {
-        let batch = read_committed(pool, &cursor, Some(&horizon), READ_BATCH).await?;
-        let Some((last, _)) = batch.last() else { break };
-        cursor = last.clone();
-        let count = batch.len() as u64;
-        for (_, row) in batch {
-            model.apply(&RecordedEvent::try_from(row)?);
-        }
-        tracker.processed(count);
-    }
-    model.finish();
+    let loaded = load::load(&mut reader, &mut writer, &horizon, tracker, &mut |_| {}).await?;
 
-    tracker.phase("writing the new tables");
-    let mut transaction = connection.begin().await?;
-    bulk::write(&mut transaction, &model).await?;
-    for poison in &model.poison {
-        dead_letters::record_event(&mut transaction, PROJECTION, &poison.event, &poison.error)
+    tracker.phase("indexing the new tables");
+    for statement in &ddl.indexes {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&mut writer)
             .await?;
     }
-    transaction.commit().await?;
-    // Unqualified: the connection builds in read_next.
+    for chunk in loaded.late.posts.chunks(FIX_UP_CHUNK) {
+        posts::recount(&mut writer, chunk).await?;
+    }
+    for chunk in loaded.late.comments.chunks(FIX_UP_CHUNK) {
+        comments::recount(&mut writer, chunk).await?;
+    }
+    for chunk in loaded.letters.chunks(FIX_UP_CHUNK) {
+        let mut transaction = writer.begin().await?;
+        for letter in chunk {
+            dead_letters::record(&mut transaction, PROJECTION, letter).await?;
+        }
+        transaction.commit().await?;
+    }
+    // Unqualified: the writer builds in read_next.
     sqlx::query("ANALYZE users, posts, comments, tags, stream_versions")
-        .execute(&mut connection)
+        .execute(&mut writer)
         .await?;
 
     tracker.phase("catching up");
-    while catch_up(&mut connection, &mut cursor, tracker).await? >= CATCH_UP_BATCH as usize {}
+    // Everything below the horizon is loaded; the rest follows in safe order.
+    let mut cursor = StoreCursor {
+        transaction_id: horizon,
+        position: 0,
+    };
+    while catch_up(&mut writer, &mut cursor, tracker).await? >= CATCH_UP_BATCH as usize {}
 
     if !options.swap {
         return Ok(());
     }
+    let live_hash: Option<String> =
+        sqlx::query_scalar("SELECT ddl_hash FROM projector.generations WHERE projection = $1")
+            .bind(PROJECTION)
+            .fetch_optional(pool)
+            .await?;
+    let current_hash = read_models::ddl_hash();
+    // The same shape: every column of every row both have at the same point
+    // must match. A new shape cannot be compared; it is what this build asks for.
+    if live_hash.as_deref() == Some(current_hash.as_str()) {
+        tracker.phase("verifying against the live read models");
+        verify::against_live(&mut reader, NEXT).await?;
+    }
     tracker.phase("swapping");
-    swap(&mut connection, &mut cursor, tracker).await
+    swap(&mut writer, &mut cursor, tracker, &current_hash).await
 }
 
 /// Applies the next committed events after `cursor` to `read_next`; answers how many.
@@ -82,23 +127,38 @@ async fn catch_up(
     };
     *cursor = last.clone();
     let count = batch.len();
-    let events = batch
-        .into_iter()
-        .map(|(_, row)| RecordedEvent::try_from(row).map(Incoming::Event))
-        .collect::<Result<Vec<_>, _>>()?;
+    let events = incoming(batch);
     let mut transaction = connection.begin().await?;
-    apply::catch_up(&mut transaction, &events).await?;
+    apply::apply_within(&mut transaction, &events, CATCH_UP).await?;
     transaction.commit().await?;
     tracker.processed(count as u64);
     Ok(count)
 }
 
-/// In one transaction, holding the lock every live batch shares: the last
-/// events, a check against the live tables, and the rename.
+/// Stored events as a batch: the unreadable ones are set aside as live.
+fn incoming(batch: Vec<(StoreCursor, chronicle_schema::events::StoredEventRow)>) -> Vec<Incoming> {
+    batch
+        .into_iter()
+        .map(|(_, row)| {
+            let mut letter = dead_letters::Letter::stored(&row, None, String::new());
+            match RecordedEvent::try_from(row) {
+                Ok(event) => Incoming::Event(event),
+                Err(error) => {
+                    letter.error = error.to_string();
+                    Incoming::Unreadable(Box::new(letter))
+                }
+            }
+        })
+        .collect()
+}
+
+/// In one short transaction, holding the lock every live batch shares: the
+/// last events, and the rename.
 async fn swap(
     connection: &mut PgConnection,
     cursor: &mut StoreCursor,
     tracker: &Tracker<'_>,
+    ddl_hash: &str,
 ) -> Result<(), RebuildError> {
     let mut transaction = connection.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -110,24 +170,8 @@ async fn swap(
         let Some((last, _)) = batch.last() else { break };
         *cursor = last.clone();
         let count = batch.len();
-        let events = batch
-            .into_iter()
-            .map(|(_, row)| RecordedEvent::try_from(row).map(Incoming::Event))
-            .collect::<Result<Vec<_>, _>>()?;
-        apply::catch_up(&mut transaction, &events).await?;
+        apply::apply_within(&mut transaction, &incoming(batch), CATCH_UP).await?;
         tracker.processed(count as u64);
-    }
-    let live_hash: Option<String> =
-        sqlx::query_scalar("SELECT ddl_hash FROM projector.generations WHERE projection = $1")
-            .bind(PROJECTION)
-            .fetch_optional(&mut *transaction)
-            .await?;
-    let current_hash = read_models::ddl_hash();
-    // Same shape: every row both have at the same stream version must match.
-    // A new shape cannot be compared; it is what the new build asked for.
-    if live_hash.as_deref() == Some(current_hash.as_str()) {
-        tracker.phase("verifying against the live read models");
-        verify(&mut transaction).await?;
     }
     sqlx::raw_sql(
         "ALTER SCHEMA read RENAME TO read_retired; \
@@ -144,49 +188,9 @@ async fn swap(
                  state = 'LIVE', built_at = now()"#,
     )
     .bind(PROJECTION)
-    .bind(&current_hash)
+    .bind(ddl_hash)
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await?;
     Ok(())
-}
-
-/// Rows that both schemas have at the same stream version, but that differ.
-async fn verify(connection: &mut PgConnection) -> Result<(), RebuildError> {
-    let checks = [
-        (
-            "users",
-            "(n.handle, n.display_name, n.bio, n.email, n.role, n.active, n.joined_at, n.updated_at) \
-             IS DISTINCT FROM (o.handle, o.display_name, o.bio, o.email, o.role, o.active, o.joined_at, o.updated_at)",
-        ),
-        (
-            "posts",
-            "(n.slug, n.title, n.body, n.excerpt, n.status, n.deleted, n.tags, n.author_id, n.author_handle, \
-              n.created_at, n.updated_at, n.published_at) \
-             IS DISTINCT FROM (o.slug, o.title, o.body, o.excerpt, o.status, o.deleted, o.tags, o.author_id, \
-              o.author_handle, o.created_at, o.updated_at, o.published_at)",
-        ),
-        (
-            "comments",
-            "(n.post_id, n.author_id, n.parent_id, n.body, n.deleted, n.created_at, n.edited_at) \
-             IS DISTINCT FROM (o.post_id, o.author_id, o.parent_id, o.body, o.deleted, o.created_at, o.edited_at)",
-        ),
-    ];
-    let mut mismatches = Vec::new();
-    for (table, differs) in checks {
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT n.id FROM read_next.{table} n JOIN read.{table} o USING (id) \
-             WHERE n.version = o.version AND {differs} LIMIT 5"
-        )))
-        .fetch_all(&mut *connection)
-        .await?;
-        if !ids.is_empty() {
-            mismatches.push(format!("{table} {ids:?}"));
-        }
-    }
-    if mismatches.is_empty() {
-        Ok(())
-    } else {
-        Err(RebuildError::Mismatch(mismatches.join("; ")))
-    }
 }

@@ -10,8 +10,6 @@ use tantivy::schema::{OwnedValue, Value};
 use tantivy::{Index, IndexWriter, TantivyDocument, Term};
 use uuid::Uuid;
 
-use super::SearchPost;
-
 /// The writer's memory budget: small, the machine runs everything on 2 cores.
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
 
@@ -71,12 +69,16 @@ impl PostIndex {
         }
     }
 
-    /// Replaces the post's document with its current state.
-    pub fn upsert(&mut self, post: &SearchPost) {
+    pub fn schema(&self) -> &PostIndexSchema {
+        &self.schema
+    }
+
+    /// Replaces the document of stream `id` (a post, or a user's marker).
+    pub fn upsert(&mut self, id: Uuid, document: TantivyDocument) {
         self.writer
-            .delete_term(Term::from_field_text(self.schema.id, &post.id.to_string()));
+            .delete_term(Term::from_field_text(self.schema.id, &id.to_string()));
         // An add only fails when the writer has already failed; commit reports that.
-        let _ = self.writer.add_document(post.to_document(&self.schema));
+        let _ = self.writer.add_document(document);
         self.pending += 1;
     }
 

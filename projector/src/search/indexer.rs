@@ -5,15 +5,23 @@
 //! where it was committed, whatever any consumer group did. Commits are
 //! batched (at most `commit_interval` apart), and each is announced on the
 //! projection channel so readers reload and consistency waits wake.
+//!
+//! A document is derived from its post's read-model row, never folded apart:
+//! for each post or user event, the indexer waits until the read models have
+//! applied that version, then indexes the post (or every post of the user,
+//! whose standing decides their posts' visibility) as its row is then, and a
+//! marker for the user.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chronicle_schema::events::StoredEventRow;
+use chronicle_schema::StreamType;
+use chronicle_schema::bus::decode_envelope;
 use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected};
-use chronicle_schema::search_schema::{IndexCheckpoint, IndexLayout};
-use chronicle_schema::{RecordedEvent, StreamType};
+use chronicle_schema::read_models::posts::{self as read_posts, PostRow};
+use chronicle_schema::read_models::users as read_users;
+use chronicle_schema::search_schema::{IndexCheckpoint, IndexLayout, PostIndexSchema};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -21,14 +29,17 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{PostIndex, SearchIndexError, SearchPost};
-use crate::apply::Incoming;
-use crate::consumer::{decode, fill_batch};
+use tantivy::TantivyDocument;
+
+use super::{PostIndex, SearchIndexError};
+use crate::consumer::fill_batch;
 use crate::rebuild::Projection;
 use crate::status::Failures;
 
 pub const PROJECTION: &str = "search";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a batch re-checks whether the read models have caught up.
+const READ_MODELS_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Clone, Debug)]
 pub struct IndexerSettings {
@@ -62,8 +73,6 @@ pub enum IndexerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("stored event: {0}")]
-    Decode(#[from] chronicle_schema::events::DecodeError),
     #[error("index task: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -149,42 +158,78 @@ async fn announce(pool: &PgPool, written: HashMap<Uuid, i32>) -> Result<(), sqlx
     Ok(())
 }
 
-/// The posts' current states, folded from their streams in the event store.
-pub async fn load_posts(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<SearchPost>, IndexerError> {
-    let rows = sqlx::query_as!(
-        StoredEventRow,
-        r#"SELECT position, event_id, stream_id, stream_type, version, event_type,
-                  schema_version, payload, command_id, correlation_id, causation_id,
-                  actor_id, metadata, recorded_at
-           FROM event_store.events
-           WHERE stream_id = ANY($1)
-           ORDER BY stream_id, version"#,
-        ids
-    )
+/// Documents for these streams as the read models have them now: each post,
+/// every post of each user, and each user's marker.
+pub async fn documents_of(
+    pool: &PgPool,
+    schema: &PostIndexSchema,
+    posts: &[Uuid],
+    users: &[Uuid],
+) -> Result<Vec<(Uuid, TantivyDocument)>, IndexerError> {
+    let mut documents = Vec::new();
+    let rows = sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM posts WHERE id = ANY($1) OR author_id = ANY($2)",
+        read_posts::COLUMNS
+    )))
+    .bind(posts)
+    .bind(users)
     .fetch_all(pool)
     .await?;
-    let mut posts: HashMap<Uuid, Option<SearchPost>> = HashMap::new();
     for row in rows {
-        let event = RecordedEvent::try_from(row)?;
-        SearchPost::apply(posts.entry(event.stream_id).or_default(), &event);
+        documents.push((row.id, schema.post_document(&row)));
     }
-    Ok(posts.into_values().flatten().collect())
+    for row in read_users::by_ids(pool, users).await? {
+        documents.push((row.id, schema.marker(row.id, row.version)));
+    }
+    Ok(documents)
 }
 
-/// Writes the current state of `ids` into the live index (not yet committed).
-pub async fn write_posts(shared: &SharedIndex, posts: Vec<SearchPost>) -> Result<(), IndexerError> {
+/// Writes documents into the live index (not yet committed).
+pub async fn write_documents(
+    shared: &SharedIndex,
+    documents: Vec<(Uuid, TantivyDocument)>,
+    versions: HashMap<Uuid, i32>,
+) -> Result<(), IndexerError> {
     let mut live = shared.clone().lock_owned().await;
     let live = tokio::task::spawn_blocking(move || {
-        for post in &posts {
-            tracing::debug!(post = %post.id, version = post.version, "indexing post");
-            live.index.upsert(post);
-            live.written.insert(post.id, post.version);
+        for (id, document) in documents {
+            live.index.upsert(id, document);
         }
+        live.written.extend(versions);
         live
     })
     .await?;
     drop(live);
     Ok(())
+}
+
+/// Waits until the read models have applied `wanted` (stream -> version).
+async fn wait_for_read_models(
+    pool: &PgPool,
+    wanted: &HashMap<Uuid, i32>,
+    shutdown: &CancellationToken,
+) -> Result<bool, IndexerError> {
+    let ids: Vec<Uuid> = wanted.keys().copied().collect();
+    loop {
+        let applied: HashMap<Uuid, i32> = sqlx::query_as::<_, (Uuid, i32)>(
+            "SELECT stream_id, version FROM stream_versions WHERE stream_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
+        if wanted
+            .iter()
+            .all(|(id, version)| applied.get(id).is_some_and(|applied| applied >= version))
+        {
+            return Ok(true);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(READ_MODELS_POLL) => {}
+        }
+    }
 }
 
 pub async fn run(
@@ -246,7 +291,9 @@ async fn follow(
             message = consumer.recv() => message?.detach(),
         };
         let messages = fill_batch(&consumer, first, settings.batch_size).await?;
-        index_batch(pool, shared, &messages).await?;
+        if !index_batch(pool, shared, &messages, shutdown).await? {
+            return Ok(());
+        }
         let due = shared.lock().await.last_commit.elapsed() >= settings.commit_interval;
         if due {
             commit(shared, pool).await?;
@@ -280,27 +327,54 @@ async fn assign(
     Ok(())
 }
 
+/// Indexes what a batch of messages changed; false when shut down first.
 async fn index_batch(
     pool: &PgPool,
     shared: &SharedIndex,
     messages: &[rdkafka::message::OwnedMessage],
-) -> Result<(), IndexerError> {
-    let mut post_ids = HashSet::new();
+    shutdown: &CancellationToken,
+) -> Result<bool, IndexerError> {
+    let mut posts: HashMap<Uuid, i32> = HashMap::new();
+    let mut users: HashMap<Uuid, i32> = HashMap::new();
     let mut highest_position = 0;
     for message in messages {
-        // An undecodable message is the read-model projector's dead letter;
-        // here it has nothing to index.
-        if let Incoming::Event(event) = decode(message) {
-            highest_position = highest_position.max(event.position);
-            if event.stream_type == StreamType::Post {
-                post_ids.insert(event.stream_id);
-            }
-        }
+        // The headers say which stream and version; the payload is the read
+        // models' business (an unreadable one is their dead letter).
+        let lookup = |name: &str| {
+            use rdkafka::message::Headers;
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|header| header.key == name)
+                    .and_then(|header| header.value)
+            })
+        };
+        let Ok(envelope) = decode_envelope(lookup) else {
+            continue;
+        };
+        highest_position = highest_position.max(envelope.position);
+        let streams = match envelope.stream_type {
+            StreamType::Post => &mut posts,
+            StreamType::User => &mut users,
+            StreamType::Comment => continue,
+        };
+        let version = streams.entry(envelope.stream_id).or_default();
+        *version = (*version).max(envelope.version);
     }
-    if !post_ids.is_empty() {
-        let ids: Vec<Uuid> = post_ids.into_iter().collect();
-        let posts = load_posts(pool, &ids).await?;
-        write_posts(shared, posts).await?;
+    let wanted: HashMap<Uuid, i32> = posts
+        .iter()
+        .chain(users.iter())
+        .map(|(id, version)| (*id, *version))
+        .collect();
+    if !wanted.is_empty() {
+        if !wait_for_read_models(pool, &wanted, shutdown).await? {
+            return Ok(false);
+        }
+        let schema = shared.lock().await.index.schema().clone();
+        let post_ids: Vec<Uuid> = posts.keys().copied().collect();
+        let user_ids: Vec<Uuid> = users.keys().copied().collect();
+        let documents = documents_of(pool, &schema, &post_ids, &user_ids).await?;
+        write_documents(shared, documents, wanted).await?;
     }
     let mut live = shared.lock().await;
     for message in messages {
@@ -308,5 +382,5 @@ async fn index_batch(
         *next = (*next).max(message.offset() + 1);
     }
     live.applied_position = live.applied_position.max(highest_position);
-    Ok(())
+    Ok(true)
 }

@@ -1,10 +1,8 @@
-//! The tantivy index of posts: documents folded from the event store
-//! (`document`), the index and its generations (`index`), and the live
-//! indexer that follows the bus (`indexer`).
+//! The tantivy index of posts: the index and its generations (`index`), and
+//! the live indexer that follows the bus (`indexer`). Documents are derived
+//! from the read models' rows (`chronicle_schema::search_schema`).
 
-pub mod document;
 pub mod index;
 pub mod indexer;
 
-pub use document::SearchPost;
 pub use index::{PostIndex, SearchIndexError};

@@ -446,7 +446,7 @@ async fn viewer(state: &GraphqlState, token: &str) -> Result<Viewer, ApiError> {
                 "this account is deactivated",
             ));
         }
-        Some(user) => Role::parse(&user.role),
+        Some(user) => Some(user.role),
         // Just registered and not projected yet: the token's word will do.
         None => Role::parse(&claims.role),
     };

@@ -158,11 +158,12 @@ mod tests {
             display_name: name.to_owned(),
             bio: None,
             email: format!("{name}@example.com"),
-            role: "user".to_owned(),
+            role: chronicle_schema::Role::User,
             active: true,
             post_count: 0,
             comment_count: 0,
             joined_at: Utc::now(),
+            updated_at: Utc::now(),
             version: 1,
         }
     }

@@ -91,11 +91,9 @@ async fn count(pool: &PgPool, mut query: QueryBuilder<Postgres>) -> Result<i64, 
     query.build_query_scalar().fetch_one(pool).await
 }
 
-const USER_COLUMNS: &str = "id, handle, display_name, bio, email, role, active, post_count, comment_count, joined_at, version";
-const POST_COLUMNS: &str = "id, slug, title, body, excerpt, status, deleted, author_active, tags, author_id, \
-     author_handle, author_display_name, comment_count, created_at, updated_at, published_at, version";
-const COMMENT_COLUMNS: &str =
-    "id, post_id, author_id, parent_id, body, deleted, reply_count, created_at, edited_at, version";
+use chronicle_schema::read_models::comments::COLUMNS as COMMENT_COLUMNS;
+use chronicle_schema::read_models::posts::{COLUMNS as POST_COLUMNS, PostStatus};
+use chronicle_schema::read_models::users::COLUMNS as USER_COLUMNS;
 
 pub const USERS_ORDER: Order = Order {
     column: "joined_at",
@@ -126,15 +124,16 @@ pub struct PostScope {
 }
 
 fn push_post_scope(query: &mut QueryBuilder<Postgres>, scope: &PostScope) {
-    query.push(" WHERE NOT deleted");
     if scope.drafts {
-        query.push(" AND status = 'DRAFT'");
+        query
+            .push(" WHERE NOT deleted AND status = ")
+            .push_bind(PostStatus::Draft);
         if let Some(author) = scope.drafts_of {
             query.push(" AND author_id = ").push_bind(author);
         }
     } else {
-        // What everyone sees: published posts of active authors.
-        query.push(" AND status = 'PUBLISHED' AND author_active");
+        // What everyone sees (`PostRow::is_public`).
+        query.push(" WHERE public");
     }
     if let Some(handle) = &scope.author_handle {
         query

@@ -6,6 +6,8 @@
 use std::sync::{Arc, RwLock};
 
 use chronicle_schema::search_schema::{IndexLayout, PostIndexSchema};
+
+use super::statistics::{Statistics, StatisticsCache};
 use tantivy::collector::TopDocs;
 use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, Value};
@@ -22,6 +24,7 @@ pub struct SearchIndex {
     layout: IndexLayout,
     schema: PostIndexSchema,
     opened: Arc<RwLock<Option<Opened>>>,
+    statistics: StatisticsCache,
 }
 
 impl SearchIndex {
@@ -30,6 +33,7 @@ impl SearchIndex {
             layout,
             schema: PostIndexSchema::build(),
             opened: Arc::default(),
+            statistics: StatisticsCache::default(),
         };
         index.refresh();
         index
@@ -37,6 +41,11 @@ impl SearchIndex {
 
     pub fn schema(&self) -> &PostIndexSchema {
         &self.schema
+    }
+
+    /// BM25 statistics of `searcher`'s generation, over live public posts.
+    pub fn statistics(&self, searcher: &Searcher) -> tantivy::Result<Arc<Statistics>> {
+        self.statistics.of(searcher, &self.schema)
     }
 
     /// Picks up new commits, and a new generation if one went live.

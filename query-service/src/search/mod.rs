@@ -2,6 +2,7 @@
 
 mod index;
 mod query;
+mod statistics;
 pub mod syntax;
 
 pub use index::SearchIndex;

@@ -121,7 +121,8 @@ impl SearchIndex {
         }
         let query = BooleanQuery::new(clauses);
 
-        let (top, total) = searcher.search(
+        let statistics = self.statistics(&searcher)?;
+        let (top, total) = searcher.search_with_statistics_provider(
             &query,
             &(
                 TopDocs::with_limit(request.limit.max(1))
@@ -129,6 +130,7 @@ impl SearchIndex {
                     .order_by_score(),
                 Count,
             ),
+            &*statistics,
         )?;
         let mut title_snippets = SnippetGenerator::create(&searcher, &*words, schema.title)?;
         title_snippets.set_max_num_chars(300);

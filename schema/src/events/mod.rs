@@ -133,6 +133,12 @@ macro_rules! event_enum {
             fn from(event: $payload) -> Self {
                 Self::$variant(event)
             }
+        }
+
+        impl From<$payload> for $crate::events::DomainEvent {
+            fn from(event: $payload) -> Self {
+                $enum_name::$variant(event).into()
+            }
         })+
     };
 }

@@ -7,7 +7,7 @@ use crate::graphql::pagination::{Counted, Listing, PageArgs, connection, encode_
 use crate::graphql::services;
 use crate::graphql::{loaders, request};
 use crate::read_models::lists::{self, SortKey};
-use crate::read_models::posts::PostRow;
+use crate::read_models::posts::{PostRow, PostStatus};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "PostStatus")]
@@ -43,10 +43,9 @@ impl Post {
 
     /// Drafts are visible only to their author, moderators and admins.
     async fn status(&self) -> PostStatusValue {
-        if self.0.status == "PUBLISHED" {
-            PostStatusValue::Published
-        } else {
-            PostStatusValue::Draft
+        match self.0.status {
+            PostStatus::Published => PostStatusValue::Published,
+            PostStatus::Draft => PostStatusValue::Draft,
         }
     }
 

@@ -59,7 +59,7 @@ impl User {
     }
 
     async fn role(&self) -> RoleValue {
-        Role::parse(&self.0.role).unwrap_or(Role::User).into()
+        self.0.role.into()
     }
 
     /// Only for the user themself and admins; null otherwise.
