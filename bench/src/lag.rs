@@ -42,6 +42,16 @@ pub async fn measure(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<LagRun> {
+    measure_until(api, database_url, rate, tokio::time::sleep(duration)).await
+}
+
+/// As `measure`, sending commands until `until` completes.
+pub async fn measure_until(
+    api: &CommandApi,
+    database_url: &str,
+    rate: f64,
+    until: impl Future<Output = ()>,
+) -> anyhow::Result<LagRun> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut listener = PgListener::connect(database_url).await?;
     listener.listen(CHANNEL).await?;
@@ -70,8 +80,12 @@ pub async fn measure(
     schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut in_flight = Vec::new();
     let mut client = 0;
-    while started.elapsed() < duration {
-        schedule.tick().await;
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            () = &mut until => break,
+            _ = schedule.tick() => {}
+        }
         let api = api.clone();
         let seen = seen.clone();
         client += 1;

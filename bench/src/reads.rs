@@ -26,7 +26,7 @@ impl ReadWorkload {
     pub async fn prepare(pool: &PgPool, dir: &Path, posts: i64) -> anyhow::Result<ReadWorkload> {
         let post_ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM read.posts
-             WHERE status = 'PUBLISHED' AND NOT deleted AND author_active
+             WHERE public
              ORDER BY md5(id::text) LIMIT $1",
         )
         .bind(posts)

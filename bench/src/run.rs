@@ -21,6 +21,8 @@ use crate::stats::Summary;
 use crate::{lag, reads, replay, search, store};
 
 pub const DATABASE: &str = "chronicle_bench";
+/// Writes per second made during a replay, each waited for until visible.
+const REPLAY_WRITES_PER_SECOND: f64 = 20.0;
 const CQRS_ES_DATABASE: &str = "chronicle_bench_cqrs";
 
 /// How much of everything: `quick` is a smoke run of a few minutes.
@@ -136,14 +138,6 @@ impl Bench {
         users: &[Uuid],
         results: &mut Results,
     ) -> anyhow::Result<()> {
-        // Replay first: it builds the read models and index the reads query.
-        self.replay(chronicle, pool, results).await?;
-        if self.phases.contains(&Phase::Search) {
-            self.search(chronicle, pool, results).await?;
-        }
-        if self.phases.contains(&Phase::Reads) {
-            self.reads(chronicle, pool, results).await?;
-        }
         let tokens = AccessTokens::new(&chronicle.jwt_secret, Duration::from_secs(24 * 3600));
         // One signed-in session per client, as a login would open it.
         let sessions: Vec<Uuid> = users.iter().map(|_| Uuid::now_v7()).collect();
@@ -165,6 +159,14 @@ impl Bench {
             &bearers,
             append::drafts(256, SEED),
         );
+        // Replay first: it builds the read models and index the reads query.
+        self.replay(chronicle, pool, &api, results).await?;
+        if self.phases.contains(&Phase::Search) {
+            self.search(chronicle, pool, results).await?;
+        }
+        if self.phases.contains(&Phase::Reads) {
+            self.reads(chronicle, pool, results).await?;
+        }
         if self.phases.contains(&Phase::Append) {
             self.append(chronicle, pool, &api, results).await?;
         }
@@ -178,6 +180,7 @@ impl Bench {
         &self,
         chronicle: &Chronicle,
         pool: &PgPool,
+        api: &CommandApi,
         results: &mut Results,
     ) -> anyhow::Result<()> {
         let runs = if self.phases.contains(&Phase::Replay) {
@@ -185,34 +188,71 @@ impl Bench {
         } else {
             1
         };
-        let mut rates = Vec::new();
+        let (mut rates, mut visibility_p99s, mut never_visible) = (Vec::new(), Vec::new(), 0);
         chronicle.reset_peaks();
         for run in 0..runs {
-            let replayed =
-                replay::rebuild_all(&chronicle.projector.url, &chronicle.service_token).await?;
+            // Writes go on during the replay, each waited for until visible:
+            // a rebuild must not hold them back.
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            let writes = lag::measure_until(
+                api,
+                &chronicle.database_url,
+                REPLAY_WRITES_PER_SECOND,
+                async {
+                    let _ = finished.await;
+                },
+            );
+            let replay = async {
+                let replayed =
+                    replay::rebuild_all(&chronicle.projector.url, &chronicle.service_token).await;
+                let _ = done.send(());
+                replayed
+            };
+            let (replayed, writes) = tokio::join!(replay, writes);
+            let (replayed, writes) = (replayed?, writes?);
             eprintln!(
-                "replay {}/{runs}: {} events in {:.1} s = {:.0} events/s {:?}",
+                "replay {}/{runs}: {} events in {:.1} s = {:.0} events/s {:?}; writes meanwhile: {} at {:.1}/s, visible p50 {:.1} ms p99 {:.1} ms, never visible {}",
                 run + 1,
                 replayed.events,
                 replayed.seconds,
                 replayed.events_per_second,
-                replayed.projections
+                replayed.projections,
+                writes.acknowledged,
+                writes.achieved_commands_per_second,
+                writes.lag.p50_ms,
+                writes.lag.p99_ms,
+                writes.never_visible
             );
             rates.push(replayed.events_per_second);
+            visibility_p99s.push(writes.lag.p99_ms);
+            never_visible += writes.never_visible;
             results.details.replay.push(replayed);
+            results.details.replay_writes.push(writes);
         }
-        results.peak_rss("replay", chronicle.peaks());
+        let peaks = chronicle.peaks();
+        let projector_peak = peaks.get("projector").copied().unwrap_or_default();
+        results.peak_rss("replay", peaks);
         if self.phases.contains(&Phase::Replay) {
             results.figure(
                 "replay_events_per_s",
                 Figure::at_least(50_000.0, Summary::of(&rates), "events/s"),
             );
+            results.figure(
+                "replay_peak_rss_mib",
+                Figure::at_most(512.0, Summary::of(&[projector_peak]), "MiB"),
+            );
+            if never_visible > 0 {
+                bail!("{never_visible} writes made during a replay never became visible");
+            }
+            results.figure(
+                "write_visibility_p99_ms_during_replay",
+                Figure::at_most(250.0, Summary::of(&visibility_p99s), "ms"),
+            );
         }
-        results.dataset.published_posts = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM read.posts WHERE status = 'PUBLISHED' AND NOT deleted AND author_active",
-        )
-        .fetch_one(pool)
-        .await? as u64;
+        results.dataset.published_posts =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM read.posts WHERE public")
+                .fetch_one(pool)
+                .await? as u64;
         Ok(())
     }
 

@@ -42,7 +42,7 @@ pub async fn create_postgres_corpus(pool: &PgPool) -> anyhow::Result<i64> {
          CREATE SCHEMA bench_fts;
          CREATE TABLE bench_fts.posts AS
              SELECT id, title, body FROM read.posts
-             WHERE status = 'PUBLISHED' AND NOT deleted AND author_active;
+             WHERE public;
          ALTER TABLE bench_fts.posts ADD COLUMN document tsvector GENERATED ALWAYS AS (
              setweight(to_tsvector('english', title), 'A') ||
              setweight(to_tsvector('english', body), 'B')) STORED;

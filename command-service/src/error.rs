@@ -97,7 +97,11 @@ impl From<StoreError> for CommandError {
         match error {
             StoreError::Database(error) => error.into(),
             StoreError::Conflict { current } => CommandError::ConcurrentWrite { current },
+            StoreError::ClaimRace => {
+                CommandError::conflict("a unique value was claimed by a concurrent request")
+            }
             StoreError::Decode(error) => CommandError::Internal(format!("stored event: {error}")),
+            StoreError::Malformed(error) => CommandError::Internal(error),
         }
     }
 }

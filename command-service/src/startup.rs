@@ -8,6 +8,7 @@ use chronicle_platform::access_token::AccessTokens;
 use chronicle_platform::database::{self, PoolSettings};
 use chronicle_platform::health::Health;
 use chronicle_platform::kafka;
+use chronicle_platform::retry::{self, Backoff};
 use chronicle_platform::secrets;
 use chronicle_schema::commands::Secret;
 use sqlx::PgPool;
@@ -86,6 +87,7 @@ impl Application {
             idempotency_ttl_seconds: config.idempotency_key_ttl_seconds,
             fingerprint_key: commands::FingerprintKey::derive(jwt_secret.expose()),
             refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_seconds),
+            aggregates: Arc::default(),
             login_limits: LoginLimits {
                 max_failures_per_account: config.login_max_failures,
                 max_failures_per_client: config.login_max_failures_per_client,
@@ -195,30 +197,20 @@ async fn run_background(
 
 /// Migrations and the topic, retried until both succeed or shutdown.
 async fn initialise(config: &Config, shutdown: &CancellationToken) -> bool {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let attempt = async {
-            database::migrate(&config.database_url)
-                .await
-                .map_err(|error| error.to_string())?;
-            kafka::ensure_topic(
-                &config.kafka_brokers,
-                &config.kafka_topic,
-                config.kafka_topic_partitions,
-            )
+    retry::until_ok("initialisation", shutdown, Backoff::standard(), || async {
+        database::migrate(&config.database_url)
             .await
-            .map_err(|error| error.to_string())
-        };
-        match attempt.await {
-            Ok(()) => return true,
-            Err(error) => tracing::warn!(%error, retry_in = ?delay, "initialisation failed"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+            .map_err(|error| error.to_string())?;
+        kafka::ensure_topic(
+            &config.kafka_brokers,
+            &config.kafka_topic,
+            config.kafka_topic_partitions,
+        )
+        .await
+        .map_err(|error| error.to_string())
+    })
+    .await
+    .is_some()
 }
 
 /// Forgets expired idempotency keys and old login failures, now and then.

@@ -8,6 +8,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod retry;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use chronicle_schema::events::StoredEventRow;
+use chronicle_schema::events::{CommentEvent, PostEvent, StoredEventRow, UserEvent};
 use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected};
 use chronicle_schema::read_models::comments::{self, CommentRow};
 use chronicle_schema::read_models::posts::{self, PostRow};
@@ -400,12 +400,8 @@ impl Batch {
         for event in events {
             if let DomainEvent::Post(post) = &event.event {
                 match post {
-                    chronicle_schema::events::PostEvent::Created(created) => {
-                        names.extend(created.tags.iter().cloned())
-                    }
-                    chronicle_schema::events::PostEvent::Edited(edited) => {
-                        names.extend(edited.tags.iter().cloned())
-                    }
+                    PostEvent::Created(created) => names.extend(created.tags.iter().cloned()),
+                    PostEvent::Edited(edited) => names.extend(edited.tags.iter().cloned()),
                     _ => {}
                 }
             }
@@ -530,45 +526,69 @@ impl Batch {
         );
         let _entered = span.enter();
         let id = event.stream_id;
+        // Derived columns are recounted only where this event can change
+        // them (what counts is a public post, a comment not deleted). A
+        // refold starts from no row, so it recounts everything it touches.
+        let everything = self.mode.refold;
         let result: Result<(), FoldError> = match &event.event {
             DomainEvent::User(user_event) => {
                 // A fold refuses an event only when there is no row to take it.
                 let row = self.users.get_mut(&id).and_then(Option::take);
                 UserRow::fold(row, event, user_event).map(|row| {
                     self.users.insert(id, row);
-                    self.recount_users.insert(id);
-                    self.copy_authors.insert(id);
-                    self.recount_tags.extend(self.author_tags.iter().cloned());
+                    match user_event {
+                        UserEvent::RoleChanged(_) if !everything => {}
+                        UserEvent::ProfileUpdated(_) if !everything => {
+                            self.copy_authors.insert(id);
+                        }
+                        _ => {
+                            // Registered (counts of what was projected before),
+                            // deactivated (their posts leave every count).
+                            self.copy_authors.insert(id);
+                            self.recount_users.insert(id);
+                            self.recount_tags.extend(self.author_tags.iter().cloned());
+                        }
+                    }
                 })
             }
             DomainEvent::Post(post_event) => {
                 let row = self.posts.get_mut(&id).and_then(Option::take);
-                let old_tags = row
+                let before = row
                     .as_ref()
-                    .map(|post| post.tags.clone())
-                    .unwrap_or_default();
+                    .map(|post| (post.is_public(), post.tags.clone()));
                 PostRow::fold(row, event, post_event).map(|row| {
                     if let Some(post) = &row {
-                        self.recount_users.insert(post.author_id);
-                        self.recount_tags.extend(post.tags.iter().cloned());
-                        if matches!(post_event, chronicle_schema::events::PostEvent::Created(_)) {
+                        let (was_public, old_tags) = before.unwrap_or((false, Vec::new()));
+                        let is_public = post.is_public();
+                        let moved = was_public != is_public || (is_public && old_tags != post.tags);
+                        if everything || moved {
+                            self.recount_users.insert(post.author_id);
+                            self.recount_tags.extend(old_tags);
+                            self.recount_tags.extend(post.tags.iter().cloned());
+                        }
+                        if everything || matches!(post_event, PostEvent::Created(_)) {
                             self.copy_to_posts.insert(id);
                             self.recount_posts.insert(id);
                         }
                     }
-                    self.recount_tags.extend(old_tags);
                     self.posts.insert(id, row);
                 })
             }
             DomainEvent::Comment(comment_event) => {
                 let row = self.comments.get_mut(&id).and_then(Option::take);
+                let counted_before = row.as_ref().is_some_and(CommentRow::counts);
                 CommentRow::fold(row, event, comment_event).map(|row| {
                     if let Some(comment) = &row {
-                        self.recount_posts.insert(comment.post_id);
-                        self.recount_users.insert(comment.author_id);
-                        self.recount_comments.insert(id);
-                        if let Some(parent) = comment.parent_id {
-                            self.recount_comments.insert(parent);
+                        if everything || counted_before != comment.counts() {
+                            self.recount_posts.insert(comment.post_id);
+                            self.recount_users.insert(comment.author_id);
+                            if let Some(parent) = comment.parent_id {
+                                self.recount_comments.insert(parent);
+                            }
+                        }
+                        if everything || matches!(comment_event, CommentEvent::Added(_)) {
+                            // Replies projected before it.
+                            self.recount_comments.insert(id);
                         }
                     }
                     self.comments.insert(id, row);

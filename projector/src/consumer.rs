@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chronicle_platform::retry::{self, Backoff};
 use chronicle_schema::bus;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -25,7 +26,6 @@ use crate::status::Failures;
 /// whole batch, not per message: at a steady trickle (say one every 2 ms) a
 /// per-message wait would hold a batch until it was full, up to a second.
 const FILL_WINDOW: Duration = Duration::from_millis(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct ConsumerSettings {
@@ -42,21 +42,17 @@ pub async fn run(
     failures: Failures,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        match consume(&settings, &pool, &failures, &shutdown).await {
-            Ok(()) => break,
-            Err(error) => {
-                failures.record(Projection::ReadModels);
-                tracing::warn!(%error, retry_in = ?backoff, "event consumer failed; starting over");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+    retry::until_ok(
+        "the event consumer",
+        &shutdown,
+        Backoff::standard(),
+        || async {
+            consume(&settings, &pool, &failures, &shutdown)
+                .await
+                .inspect_err(|_| failures.record(Projection::ReadModels))
+        },
+    )
+    .await;
     tracing::info!("event consumer stopped");
 }
 
@@ -96,25 +92,22 @@ async fn consume(
         let batch: Vec<Incoming> = messages.iter().map(decode).collect();
         // Infrastructure failures retry the same batch; shutdown abandons it
         // uncommitted (it is redelivered to whoever consumes next).
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match apply::apply_batch(pool, &batch).await {
-                Ok(outcome) => {
-                    tracing::debug!(?outcome, "batch applied");
-                    break;
-                }
-                Err(error) => {
+        let applied = retry::until_ok(
+            "applying a batch",
+            shutdown,
+            Backoff::standard(),
+            || async {
+                apply::apply_batch(pool, &batch).await.inspect_err(|_| {
                     failures.record(Projection::ReadModels);
-                    tracing::warn!(%error, retry_in = ?backoff, size = batch.len(), "could not apply batch");
                     metrics::counter!("chronicle_projector_batch_failures_total").increment(1);
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+                })
+            },
+        )
+        .await;
+        let Some(outcome) = applied else {
+            return Ok(());
+        };
+        tracing::debug!(?outcome, "batch applied");
         commit(&consumer, &settings.topic, &messages)?;
     }
 }

@@ -7,6 +7,7 @@ use axum::Router;
 use chronicle_platform::database::{self, PoolSettings};
 use chronicle_platform::health::Health;
 use chronicle_platform::kafka;
+use chronicle_platform::retry::{self, Backoff};
 use chronicle_schema::commands::Secret;
 use chronicle_schema::search_schema::IndexLayout;
 use sqlx::PgPool;
@@ -217,39 +218,29 @@ async fn initialise(
     rebuilder: &Rebuilder,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let attempt = async {
-            database::migrate(&config.database_url)
-                .await
-                .map_err(|error| error.to_string())?;
-            match read_models::ensure(pool).await {
-                Ok(()) => {}
-                Err(ReadModelError::Stale { built, current }) => {
-                    tracing::warn!(%built, %current, "the read models' DDL changed; rebuilding them before going live");
-                    rebuilder
-                        .run(Projection::ReadModels, RebuildOptions { swap: true })
-                        .await
-                        .map_err(|error| error.to_string())?;
-                }
-                Err(error) => return Err(error.to_string()),
-            }
-            kafka::ensure_topic(
-                &config.kafka_brokers,
-                &config.kafka_topic,
-                config.kafka_topic_partitions,
-            )
+    retry::until_ok("initialisation", shutdown, Backoff::standard(), || async {
+        database::migrate(&config.database_url)
             .await
-            .map_err(|error| error.to_string())
-        };
-        match attempt.await {
-            Ok(()) => return true,
-            Err(error) => tracing::warn!(%error, retry_in = ?delay, "initialisation failed"),
+            .map_err(|error| error.to_string())?;
+        match read_models::ensure(pool).await {
+            Ok(()) => {}
+            Err(ReadModelError::Stale { built, current }) => {
+                tracing::warn!(%built, %current, "the read models' DDL changed; rebuilding them before going live");
+                rebuilder
+                    .run(Projection::ReadModels, RebuildOptions { swap: true })
+                    .await
+                    .map_err(|error| error.to_string())?;
+            }
+            Err(error) => return Err(error.to_string()),
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+        kafka::ensure_topic(
+            &config.kafka_brokers,
+            &config.kafka_topic,
+            config.kafka_topic_partitions,
+        )
+        .await
+        .map_err(|error| error.to_string())
+    })
+    .await
+    .is_some()
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use chronicle_platform::retry::Backoff;
 use chronicle_schema::projected::{CHANNEL, Projected};
 use chronicle_schema::{ConsistencyToken, StreamType};
 use sqlx::PgPool;
@@ -250,7 +251,7 @@ async fn listen(
     projected: broadcast::Sender<Projected>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::standard();
     while !shutdown.is_cancelled() {
         let result = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -290,15 +291,13 @@ async fn listen(
             // Closed by shutdown: nothing was lost that anyone still waits for.
             Err(_) if pool.is_closed() => return,
             Err(error) => {
-                tracing::warn!(%error, retry_in = ?backoff, "projection announcements lost; reconnecting");
+                tracing::warn!(%error, retry_in = ?backoff.delay(), "projection announcements lost; reconnecting");
                 // Waiters re-check: whatever was announced meanwhile is missed.
                 search.refresh();
                 counter.send_modify(|count| *count += 1);
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

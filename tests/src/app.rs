@@ -156,20 +156,29 @@ impl TestApp {
         GraphqlRequest::new(self, query)
     }
 
+    /// The command-service's settings for this app, as flags (for its
+    /// binary too), with its relay on or off.
+    pub fn command_service_args(&self, relay: bool) -> Vec<String> {
+        vec![
+            format!("--database-url={}", self.database_url),
+            format!("--kafka-brokers={}", self.brokers),
+            format!("--kafka-topic={}", self.topic),
+            format!("--jwt-secret={}", self.jwt_secret),
+            format!("--command-api-token={}", self.command_api_token),
+            format!("--relay-enabled={relay}"),
+            "--database-max-connections=30".to_owned(),
+        ]
+    }
+
     async fn start_command_service(&self) -> Running {
-        let relay = self.options.relay.to_string();
-        let config = command_service::Config::try_parse_from([
-            "command-service",
-            "--http-addr=127.0.0.1:0",
-            &format!("--database-url={}", self.database_url),
-            &format!("--kafka-brokers={}", self.brokers),
-            &format!("--kafka-topic={}", self.topic),
-            &format!("--jwt-secret={}", self.jwt_secret),
-            &format!("--command-api-token={}", self.command_api_token),
-            &format!("--relay-enabled={relay}"),
-            "--database-max-connections=30",
-        ])
-        .expect("a valid command-service configuration");
+        let args = [
+            "command-service".to_owned(),
+            "--http-addr=127.0.0.1:0".to_owned(),
+        ]
+        .into_iter()
+        .chain(self.command_service_args(self.options.relay));
+        let config = command_service::Config::try_parse_from(args)
+            .expect("a valid command-service configuration");
         let application = command_service::Application::build(config)
             .await
             .expect("build the command-service");
@@ -329,24 +338,28 @@ impl TestApp {
 
     /// Waits until every event in the store is applied to the read models.
     pub async fn drain(&self) {
-        let pool = self.pool.clone();
-        crate::eventually(Duration::from_secs(60), "the projector to catch up", || {
-            let pool = pool.clone();
-            async move {
-                let behind: i64 = sqlx::query_scalar(
-                    r#"SELECT count(*) FROM (
-                         SELECT stream_id, max(version) AS version FROM event_store.events GROUP BY stream_id
-                       ) written
-                       LEFT JOIN stream_versions applied USING (stream_id)
-                       WHERE applied.version IS NULL OR applied.version < written.version"#,
-                )
-                .fetch_one(&pool)
-                .await
-                .expect("compare the store with the read models");
-                behind == 0
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let behind: Vec<(uuid::Uuid, i32, Option<i32>)> = sqlx::query_as(
+                r#"SELECT written.stream_id, written.version, applied.version FROM (
+                     SELECT stream_id, max(version) AS version FROM event_store.events GROUP BY stream_id
+                   ) written
+                   LEFT JOIN stream_versions applied USING (stream_id)
+                   WHERE applied.version IS NULL OR applied.version < written.version
+                   LIMIT 10"#,
+            )
+            .fetch_all(&self.pool)
+            .await
+            .expect("compare the store with the read models");
+            if behind.is_empty() {
+                break;
             }
-        })
-        .await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for the projector to catch up; behind (stream, written, applied): {behind:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // A read with a consistency token also retires query-service's
         // in-memory rows older than it (their announcement may still be on
         // its way), so what the test reads next is what it drained to.

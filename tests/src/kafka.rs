@@ -49,9 +49,46 @@ impl BusMessage {
     }
 }
 
+/// One message as it is on the topic, whether or not it can be decoded.
+#[derive(Clone, Debug)]
+pub struct RawMessage {
+    pub key: String,
+    pub partition: i32,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl RawMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The event, as Chronicle's consumers decode it.
+    pub fn decode(&self) -> Result<RecordedEvent, bus::BusDecodeError> {
+        bus::decode(|name| self.header(name).map(str::as_bytes), &self.payload)
+    }
+}
+
 /// Messages of the topic in per-partition order, until `expected` arrived or
 /// `timeout` passed.
 pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<BusMessage> {
+    read_raw_topic(topic, expected, timeout)
+        .await
+        .into_iter()
+        .map(|message| BusMessage {
+            event: message.decode().expect("a decodable event"),
+            key: message.key,
+            partition: message.partition,
+            headers: message.headers,
+        })
+        .collect()
+}
+
+/// The topic's messages as they are, undecoded.
+pub async fn read_raw_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<RawMessage> {
     let consumer: StreamConsumer = chronicle_platform::kafka::client_config(&brokers())
         .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
         .set("auto.offset.reset", "earliest")
@@ -80,19 +117,11 @@ pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<
                     .collect()
             })
             .unwrap_or_default();
-        let lookup = |name: &str| {
-            headers
-                .iter()
-                .find(|(header, _)| header == name)
-                .map(|(_, value)| value.as_bytes())
-        };
-        let event =
-            bus::decode(lookup, message.payload().unwrap_or_default()).expect("a decodable event");
-        messages.push(BusMessage {
+        messages.push(RawMessage {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             partition: message.partition(),
-            event,
-            headers: headers.clone(),
+            headers,
+            payload: message.payload().unwrap_or_default().to_vec(),
         });
     }
     messages

@@ -15,7 +15,9 @@ pub mod workload;
 pub use app::{ServiceHandle, TestApp, TestOptions, wait_ready};
 pub use database::{TestDatabase, begin_outage, end_outage};
 pub use graphql::{GraphqlResponse, RegisteredUser, Session};
-pub use kafka::{BusMessage, TestTopic, publish, publish_row, read_topic};
+pub use kafka::{
+    BusMessage, RawMessage, TestTopic, publish, publish_row, read_raw_topic, read_topic,
+};
 
 /// Polls `condition` until it holds or `timeout` passes (no fixed sleeps).
 pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut condition: F)

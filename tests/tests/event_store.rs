@@ -165,7 +165,7 @@ async fn the_store_is_read_in_numeric_transaction_order_one_event_at_a_time() {
     let mut cursor = chronicle_schema::events::StoreCursor::start();
     let mut read = Vec::new();
     loop {
-        let batch = chronicle_schema::events::read_committed(&app.pool, &cursor, Some("1000"), 1)
+        let batch = chronicle_schema::events::read_committed(&app.pool, &cursor, "1000", 1)
             .await
             .unwrap();
         let Some((next, row)) = batch.into_iter().next() else {

@@ -5,9 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chronicle_schema::events::{UserEvent, UserProfileUpdated};
-use chronicle_schema::{DomainEvent, EventMetadata, StreamType};
-use chronicle_tests::{BusMessage, TestApp, TestOptions, read_topic};
+use chronicle_schema::{DomainEvent, EventMetadata, Role, StreamType};
+use chronicle_tests::{BusMessage, TestApp, TestOptions, eventually, read_raw_topic, read_topic};
 use command_service::event_store::{self, AppendContext};
+use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -285,16 +286,12 @@ async fn one_relay_is_active_and_a_standby_takes_over_when_it_goes() {
     commit_one(&app, Uuid::now_v7(), "before").await;
     read_topic(&app.topic, 1, Duration::from_secs(30)).await;
 
-    let holders = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
-             (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-    };
-    assert_eq!(holders().await, 1, "exactly one relay holds the lock");
+    let leases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_store.relay_lease WHERE expires_at > now()")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(leases, 1, "exactly one relay holds the lease");
 
     app.stop_command_service().await;
     commit_one(&app, Uuid::now_v7(), "after").await;
@@ -306,4 +303,304 @@ async fn one_relay_is_active_and_a_standby_takes_over_when_it_goes() {
         "the standby relay published the later event"
     );
     drop(standby);
+}
+
+/// A row this build cannot decode (schema version 9, as a newer instance
+/// writes it during a rolling deploy) is published as stored, and so is
+/// everything behind it: consumers decide what they can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_this_build_cannot_read_is_published_as_stored_and_what_follows_it_too() {
+    let app = TestApp::spawn_with(write_side_only()).await;
+    let newer = Uuid::now_v7();
+    let payload = json!({"displayName": "from a newer build", "mood": "new"});
+    sqlx::query(
+        "INSERT INTO event_store.events (event_id, stream_id, stream_type, version, event_type, \
+           schema_version, payload, command_id, correlation_id, causation_id) \
+         VALUES ($1, $2, 'user', 1, 'UserProfileUpdated', 9, $3, $1, $1, $1)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(newer)
+    .bind(&payload)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let after = Uuid::now_v7();
+    commit_one(&app, after, "behind it").await;
+
+    let messages = read_raw_topic(&app.topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(messages.len(), 2, "both rows are published");
+    let subject = |stream: Uuid| {
+        messages
+            .iter()
+            .find(|message| message.header("ce_subject") == Some(stream.to_string().as_str()))
+            .unwrap_or_else(|| panic!("no message for stream {stream}"))
+    };
+    let unreadable = subject(newer);
+    assert_eq!(unreadable.header("ce_schemaversion"), Some("9"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&unreadable.payload).unwrap(),
+        payload,
+        "the payload is published as stored"
+    );
+    assert!(unreadable.decode().is_err(), "this build cannot read it");
+    assert_eq!(subject(after).decode().unwrap().stream_id, after);
+}
+
+/// The relay waits only for transactions that append events: a write
+/// transaction held open in another database on the server, or one in this
+/// database that appends nothing (a rebuild's bulk write), delays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_transaction_held_open_elsewhere_delays_no_publication() {
+    let app = TestApp::spawn_with(write_side_only()).await;
+    let elsewhere = chronicle_tests::TestDatabase::create().await;
+    let elsewhere_pool = elsewhere.pool();
+    let mut other_database = elsewhere_pool.begin().await.unwrap();
+    for statement in ["CREATE TABLE held (id int)", "INSERT INTO held VALUES (1)"] {
+        sqlx::query(statement)
+            .execute(&mut *other_database)
+            .await
+            .unwrap();
+    }
+    let mut same_database = app.pool.begin().await.unwrap();
+    for statement in [
+        "CREATE TABLE read.held (id int)",
+        "INSERT INTO read.held VALUES (1)",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut *same_database)
+            .await
+            .unwrap();
+    }
+
+    let stream_id = Uuid::now_v7();
+    commit_one(&app, stream_id, "while others are open").await;
+    let messages = read_topic(&app.topic, 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "published within 10 s while both transactions stay open"
+    );
+    assert_eq!(messages[0].event.stream_id, stream_id);
+
+    // Both were open throughout.
+    for transaction in [&mut other_database, &mut same_database] {
+        sqlx::query("SELECT 1")
+            .execute(&mut **transaction)
+            .await
+            .unwrap();
+    }
+    other_database.rollback().await.unwrap();
+    same_database.rollback().await.unwrap();
+    elsewhere_pool.close().await;
+    chronicle_tests::TestDatabase::drop_now(&elsewhere.name).await;
+}
+
+/// A command-service binary of this app, with its relay on.
+struct RelayProcess {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl RelayProcess {
+    async fn spawn(app: &TestApp) -> RelayProcess {
+        let port = chronicle_tests::free_port();
+        let child = tokio::process::Command::new(chronicle_tests::binary("command-service"))
+            .arg(format!("--http-addr=127.0.0.1:{port}"))
+            .args(app.command_service_args(true))
+            .env("RUST_LOG", "warn,command_service::outbox=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the command-service binary (built by ./dev test)");
+        let url = format!("http://127.0.0.1:{port}");
+        chronicle_tests::wait_ready(&reqwest::Client::new(), &url).await;
+        RelayProcess { child, url }
+    }
+
+    async fn is_active(&self) -> bool {
+        let Ok(response) = reqwest::get(format!("{}/metrics", self.url)).await else {
+            return false;
+        };
+        let metrics = response.text().await.unwrap_or_default();
+        metrics.lines().any(|line| {
+            line.strip_prefix("chronicle_relay_active ")
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                == Some(1.0)
+        })
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Reads the topic until these events are all there (duplicates allowed).
+async fn published(app: &TestApp, events: &HashSet<Uuid>, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let seen: HashSet<Uuid> = read_topic(&app.topic, usize::MAX, Duration::from_secs(3))
+            .await
+            .iter()
+            .map(|message| message.event.event_id)
+            .collect();
+        if events.is_subset(&seen) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+async fn event_ids(app: &TestApp) -> HashSet<Uuid> {
+    sqlx::query_scalar("SELECT event_id FROM event_store.events")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// A leader that goes silent (SIGSTOP: frozen, as behind a partition) keeps
+/// no lease: it expires, a standby takes over and publishes. When the old
+/// leader wakes it knows it lost the lease and stands by; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_loses_the_lease_and_a_standby_takes_over() {
+    let app = TestApp::spawn_with(TestOptions {
+        projector: false,
+        relay: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let relays = [
+        RelayProcess::spawn(&app).await,
+        RelayProcess::spawn(&app).await,
+    ];
+    commit_one(&app, Uuid::now_v7(), "before").await;
+    assert!(published(&app, &event_ids(&app).await, Duration::from_secs(30)).await);
+    let leader = 'found: {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            for (index, relay) in relays.iter().enumerate() {
+                if relay.is_active().await {
+                    break 'found index;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no relay leads");
+    };
+    let standby = 1 - leader;
+
+    relays[leader].signal("-STOP");
+    let frozen = tokio::time::Instant::now();
+    commit_one(&app, Uuid::now_v7(), "while the leader is frozen").await;
+    assert!(
+        published(&app, &event_ids(&app).await, Duration::from_secs(30)).await,
+        "the standby published what was committed while the leader was frozen"
+    );
+    let took_over_in = frozen.elapsed();
+    // The lease lasts 8 s and a standby looks every 2 s.
+    assert!(
+        took_over_in < Duration::from_secs(15),
+        "took over after {took_over_in:?}"
+    );
+    assert!(relays[standby].is_active().await);
+
+    relays[leader].signal("-CONT");
+    eventually(
+        Duration::from_secs(20),
+        "the old leader to stand by",
+        || async { !relays[leader].is_active().await },
+    )
+    .await;
+    commit_one(&app, Uuid::now_v7(), "after it woke").await;
+    assert!(published(&app, &event_ids(&app).await, Duration::from_secs(30)).await);
+    assert!(
+        relays[standby].is_active().await,
+        "the new leader kept the lease"
+    );
+    let leases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_store.relay_lease WHERE expires_at > now()")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(leases, 1);
+}
+
+/// A long appending transaction holds the relay back (it publishes only
+/// below the appenders still running); the status names it so an operator
+/// can find it.
+async fn outbox_status(app: &TestApp, token: &str) -> Value {
+    let status = app
+        .graphql("{ projectionStatus { name state lagEvents detail } }")
+        .bearer(token)
+        .send()
+        .await;
+    status.data()["projectionStatus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|projection| projection["name"] == "outbox")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_appending_transaction_holding_the_outbox_back_is_named_in_the_status() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.signed_in_as("admin", Role::Admin).await;
+
+    // A transaction that appends (it holds the appenders' lock, as every
+    // append does) and stays open.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(event_store.appenders_key())")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (pid, xid): (i32, String) =
+        sqlx::query_as("SELECT pg_backend_pid(), pg_current_xact_id()::text")
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+    // Committed after the holder started: it may not be relayed before it.
+    app.graphql("mutation($input: CreatePostInput!) { createPost(input: $input) { version } }")
+        .variables(json!({"input": {"title": "Held back", "body": "Behind a long transaction.", "tags": []}}))
+        .bearer(&admin.access_token)
+        .send()
+        .await
+        .data();
+
+    let culprit = format!("held by xid {xid}, pid {pid}");
+    eventually(
+        Duration::from_secs(20),
+        "the outbox to report HELD",
+        || async {
+            let outbox = outbox_status(&app, &admin.access_token).await;
+            outbox["state"] == "HELD"
+                && outbox["lagEvents"].as_i64() > Some(0)
+                && outbox["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.starts_with(&culprit))
+        },
+    )
+    .await;
+
+    holder.rollback().await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the outbox to catch up",
+        || async {
+            let outbox = outbox_status(&app, &admin.access_token).await;
+            outbox["state"] == "LIVE" && outbox["lagEvents"] == 0 && outbox["detail"].is_null()
+        },
+    )
+    .await;
+    app.drain().await;
 }

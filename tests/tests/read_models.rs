@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chronicle_schema::RecordedEvent;
-use chronicle_schema::events::{StoreCursor, read_committed};
+use chronicle_schema::events::{StoreCursor, fence, read_committed};
 use chronicle_schema::search_schema::IndexLayout;
 use chronicle_tests::{TestDatabase, history};
 use projector::apply::{self, Incoming};
@@ -24,7 +24,10 @@ async fn stored_events(pool: &PgPool) -> Vec<RecordedEvent> {
     let mut events = Vec::new();
     let mut cursor = StoreCursor::start();
     loop {
-        let batch = read_committed(pool, &cursor, None, 1_000).await.unwrap();
+        let horizon = fence::horizon(pool).await.unwrap();
+        let batch = read_committed(pool, &cursor, &horizon, 1_000)
+            .await
+            .unwrap();
         let Some((last, _)) = batch.last() else { break };
         cursor = last.clone();
         events.extend(

@@ -60,6 +60,17 @@ async fn a_rebuild_swaps_in_while_queries_and_writes_go_on() {
         .published_post(&session, "Always readable", &["uptime"])
         .await;
 
+    // A transaction held open elsewhere on the server (another application's)
+    // holds the server-wide xmin back: nothing of the rebuild may wait on it,
+    // nor lose what the live path applied meanwhile.
+    let elsewhere = chronicle_tests::TestDatabase::create().await;
+    let elsewhere_pool = elsewhere.pool();
+    let mut held = elsewhere_pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+
     // Readers that must never see a failure while the rebuild runs and swaps.
     let stop = Arc::new(AtomicBool::new(false));
     let (queries, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -113,6 +124,9 @@ async fn a_rebuild_swaps_in_while_queries_and_writes_go_on() {
         reader.await.unwrap();
     }
     let written = writer.await.unwrap();
+    held.rollback().await.unwrap();
+    elsewhere_pool.close().await;
+    chronicle_tests::TestDatabase::drop_now(&elsewhere.name).await;
 
     assert_eq!(
         failures.load(Ordering::Relaxed),

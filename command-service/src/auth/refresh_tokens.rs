@@ -70,7 +70,7 @@ pub async fn spend(pool: &PgPool, token: &str) -> Result<Presented, CommandError
         return Ok(Presented::Invalid("the refresh token was revoked"));
     }
     if row.spent {
-        revoke(&mut transaction, row.family_id).await?;
+        revoke(&mut transaction, row.user_id, row.family_id).await?;
         transaction.commit().await?;
         tracing::warn!(user_id = %row.user_id, family_id = %row.family_id, "refresh token reused; session revoked");
         metrics::counter!("chronicle_refresh_token_reuse_total").increment(1);
@@ -107,13 +107,20 @@ pub async fn revoke_session(pool: &PgPool, token: &str) -> Result<Option<Uuid>, 
     else {
         return Ok(None);
     };
-    revoke(&mut transaction, row.family_id).await?;
+    revoke(&mut transaction, row.user_id, row.family_id).await?;
     transaction.commit().await?;
     Ok(Some(row.user_id))
 }
 
 /// Ends a session: its refresh tokens, and (through `sid`) its access tokens.
-async fn revoke(connection: &mut PgConnection, family_id: Uuid) -> Result<(), sqlx::Error> {
+async fn revoke(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    family_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    // A command of this user either appends before this commits or sees the
+    // session ended (the append checks it under this lock, shared).
+    crate::event_store::lock_stream(&mut *connection, user_id).await?;
     sqlx::query!(
         "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
         family_id
@@ -147,6 +154,7 @@ pub async fn open_session(
 
 /// Ends every session of a user (their account was deactivated).
 pub async fn revoke_all(connection: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    crate::event_store::lock_stream(&mut *connection, user_id).await?;
     sqlx::query!(
         "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
         user_id

@@ -1,14 +1,11 @@
 //! Comment commands.
 
-use chronicle_schema::CommandReply;
 use uuid::Uuid;
 
-use super::posts::lock_post;
-use super::{Execution, transact};
-use crate::aggregates::{Comment, Post};
-use crate::auth::require;
+use super::{Attempt, Decided, Handle};
+use crate::aggregates::{Aggregate, Comment, Post};
 use crate::error::CommandError;
-use crate::event_store;
+use crate::event_store::Lock;
 use crate::validation::{FieldErrors, parse_comment_body};
 
 fn parse(body: &str) -> Result<String, CommandError> {
@@ -18,62 +15,108 @@ fn parse(body: &str) -> Result<String, CommandError> {
         .ok_or(CommandError::Invalid(errors))
 }
 
-pub(super) async fn add(
-    execution: &Execution<'_>,
+pub(super) struct Add {
     post_id: Uuid,
-    body: &str,
+    body: String,
     parent_id: Option<Uuid>,
-) -> Result<CommandReply, CommandError> {
-    let body = parse(body)?;
-    let comment_id = Uuid::now_v7();
-    transact!(execution, retry_on_race: false, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
+    comment_id: Uuid,
+}
+
+impl Add {
+    pub fn parse(post_id: Uuid, body: &str, parent_id: Option<Uuid>) -> Result<Add, CommandError> {
+        Ok(Add {
+            post_id,
+            body: parse(body)?,
+            parent_id,
+            comment_id: Uuid::now_v7(),
+        })
+    }
+}
+
+impl Handle for Add {
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
         // Shared: comments on one post don't wait for each other, only for a
-        // change of the post's published state.
-        lock_post(connection, post_id, true).await?;
-        let post = event_store::load::<Post>(connection, post_id).await?.state;
-        let parent = match parent_id {
-            Some(parent_id) => Some(event_store::load::<Comment>(connection, parent_id).await?.state),
+        // change of the post's published state (or of the parent: deleted).
+        let post = attempt.read::<Post>(self.post_id, Lock::Shared).await?;
+        let parent = match self.parent_id {
+            Some(parent_id) => Some(
+                attempt
+                    .read::<Comment>(parent_id, Lock::Shared)
+                    .await?
+                    .state,
+            ),
             None => None,
         };
-        execution
-            .decide_and_append::<Comment>(connection, Some(&actor), comment_id, None, |comment| {
-                comment.add(&actor, &post, parent.as_ref(), body.clone())
-            })
-            .await
-    })
+        let events = Comment::new(self.comment_id).add(
+            &actor,
+            &post.state,
+            parent.as_ref(),
+            self.body.clone(),
+        )?;
+        Ok(Decided::new::<Comment>(self.comment_id, 0, events))
+    }
 }
 
-pub(super) async fn edit(
-    execution: &Execution<'_>,
+pub(super) struct EditComment {
     comment_id: Uuid,
-    body: &str,
+    body: String,
     expected_version: Option<i32>,
-    retry_on_race: bool,
-) -> Result<CommandReply, CommandError> {
-    let body = parse(body)?;
-    transact!(execution, retry_on_race: retry_on_race, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        execution
-            .decide_and_append::<Comment>(connection, Some(&actor), comment_id, expected_version, |comment| {
-                comment.edit(&actor, body.clone())
-            })
-            .await
-    })
 }
 
-pub(super) async fn delete(
-    execution: &Execution<'_>,
-    comment_id: Uuid,
-    expected_version: Option<i32>,
-    retry_on_race: bool,
-) -> Result<CommandReply, CommandError> {
-    transact!(execution, retry_on_race: retry_on_race, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        execution
-            .decide_and_append::<Comment>(connection, Some(&actor), comment_id, expected_version, |comment| {
-                comment.delete(&actor)
-            })
-            .await
-    })
+impl EditComment {
+    pub fn parse(
+        comment_id: Uuid,
+        body: &str,
+        expected_version: Option<i32>,
+    ) -> Result<EditComment, CommandError> {
+        Ok(EditComment {
+            comment_id,
+            body: parse(body)?,
+            expected_version,
+        })
+    }
+}
+
+impl Handle for EditComment {
+    fn expected_version(&self) -> Option<i32> {
+        self.expected_version
+    }
+
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let comment = attempt
+            .target::<Comment>(self.comment_id, self.expected_version, Lock::None)
+            .await?;
+        let events = comment.state.edit(&actor, self.body.clone())?;
+        Ok(Decided::new::<Comment>(
+            self.comment_id,
+            comment.version,
+            events,
+        ))
+    }
+}
+
+pub(super) struct DeleteComment {
+    pub comment_id: Uuid,
+    pub expected_version: Option<i32>,
+}
+
+impl Handle for DeleteComment {
+    fn expected_version(&self) -> Option<i32> {
+        self.expected_version
+    }
+
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let comment = attempt
+            .target::<Comment>(self.comment_id, self.expected_version, Lock::Exclusive)
+            .await?;
+        let events = comment.state.delete(&actor)?;
+        Ok(Decided::new::<Comment>(
+            self.comment_id,
+            comment.version,
+            events,
+        ))
+    }
 }

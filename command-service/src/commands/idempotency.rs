@@ -1,14 +1,14 @@
 //! Idempotency keys: a retried command with the same key and caller returns
 //! the first outcome and appends nothing.
 //!
-//! Concurrent requests with one key are serialised by a transaction-scoped
-//! advisory lock on (caller, key), taken before anything is read. Advisory
-//! locks assign no transaction id, so this does not disturb the relay's order.
+//! The append statement (`event_store.append`) looks the key up and records
+//! it; concurrent requests with one key are serialised there by a
+//! transaction-scoped advisory lock on (caller, key), taken before anything
+//! is read (advisory locks assign no transaction id: the relay's order holds).
 
-use chronicle_schema::{Command, CommandReply};
+use chronicle_schema::Command;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sqlx::PgConnection;
 
 use crate::error::CommandError;
 
@@ -66,65 +66,6 @@ impl IdempotencyScope {
             request_hash: fingerprint_key.fingerprint(&request),
         })
     }
-}
-
-/// Locks the key for this transaction and returns the first outcome, if any.
-pub async fn lock_and_find(
-    connection: &mut PgConnection,
-    scope: &IdempotencyScope,
-) -> Result<Option<CommandReply>, CommandError> {
-    sqlx::query!(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))",
-        scope.caller,
-        scope.key
-    )
-    .execute(&mut *connection)
-    .await?;
-    let stored = sqlx::query!(
-        r#"SELECT request_hash, response FROM event_store.idempotency_keys
-           WHERE caller = $1 AND key = $2 AND expires_at > now()"#,
-        scope.caller,
-        scope.key
-    )
-    .fetch_optional(&mut *connection)
-    .await?;
-    let Some(stored) = stored else {
-        return Ok(None);
-    };
-    if stored.request_hash != scope.request_hash {
-        return Err(CommandError::conflict(
-            "this Idempotency-Key was already used with a different request",
-        ));
-    }
-    let reply = serde_json::from_value(stored.response)
-        .map_err(|error| CommandError::Internal(format!("stored idempotent reply: {error}")))?;
-    Ok(Some(reply))
-}
-
-/// Records the outcome; written after the append (see `event_store::append`).
-pub async fn remember(
-    connection: &mut PgConnection,
-    scope: &IdempotencyScope,
-    reply: &CommandReply,
-    ttl_seconds: u64,
-) -> Result<(), CommandError> {
-    let response = serde_json::to_value(reply)
-        .map_err(|error| CommandError::Internal(format!("reply serialisation: {error}")))?;
-    sqlx::query!(
-        r#"INSERT INTO event_store.idempotency_keys (caller, key, request_hash, response, expires_at)
-           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
-           ON CONFLICT (caller, key) DO UPDATE
-             SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
-                 created_at = now(), expires_at = EXCLUDED.expires_at"#,
-        scope.caller,
-        scope.key,
-        scope.request_hash,
-        response,
-        ttl_seconds as f64,
-    )
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
 }
 
 /// Deletes expired keys; run periodically.

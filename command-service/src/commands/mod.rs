@@ -1,77 +1,44 @@
-//! Executing commands: each runs in one ACID transaction that loads, decides
-//! and appends, together with whatever else the command writes (uniqueness
-//! claims, credentials, its idempotency record).
+//! Executing commands. Each command type decides on what it reads (through
+//! the aggregate cache, or the store) and answers a `Decided`: the events,
+//! the stream they go to and the version they were decided on, the unique
+//! values they claim, and what else must commit with them. One statement
+//! then checks that nothing it read moved, that the actor's session is open,
+//! claims, appends and records the idempotency key (`event_store::append_decision`).
+//! If something it read moved, the decision is made again on the new state
+//! (unless the client named the version it expected: then that is a conflict).
 
+mod cache;
 mod comments;
 mod idempotency;
 mod posts;
 mod sessions;
-mod unique_claims;
 mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle_platform::access_token::AccessTokens;
+use chronicle_platform::access_token::{AccessTokens, Claims, TokenError};
 use chronicle_schema::{
     Command, CommandEnvelope, CommandReply, ConsistencyToken, DomainEvent, EventMetadata,
     StreamType,
 };
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::aggregates::{Actor, Aggregate, Decision, Rejection};
+use crate::aggregates::{Actor, Aggregate, Rejection, User};
 use crate::auth::login_limit::LoginLimits;
 use crate::error::CommandError;
-use crate::event_store::{self, AppendContext};
+use crate::event_store::{
+    self, Append, AppendContext, Appended, Claim, Idempotency, Loaded, Lock, Read, StoreError,
+};
 
-use idempotency::IdempotencyScope;
+pub use cache::AggregateCache;
+use cache::Cached;
 pub use idempotency::{FingerprintKey, purge_expired as purge_expired_idempotency_keys};
-use posts::Transition;
 
-/// How many times a command without `expectedVersion` is re-decided after
-/// losing an append race (each time against the new state, so it is only
-/// re-applied where it is still valid).
-const MAX_ATTEMPTS: usize = 4;
-
-enum Begun {
-    Fresh(Transaction<'static, Postgres>),
-    Answered(CommandReply),
-}
-
-/// Runs `$body` in one command transaction, with idempotency and append-race
-/// retries. `$body` uses `$connection: &mut PgConnection` and yields
-/// `Result<Written, CommandError>`. A macro rather than a function taking an
-/// async closure: the body borrows the caller's locals, and such closures are
-/// not `Send` for every lifetime (rust-lang/rust#110338).
-macro_rules! transact {
-    ($execution:expr, retry_on_race: $retry:expr, |$connection:ident| $body:block) => {{
-        let execution: &$crate::commands::Execution<'_> = $execution;
-        let scope = execution.idempotency_scope()?;
-        let mut attempt = 0;
-        loop {
-            let mut transaction = match execution.begin(scope.as_ref()).await? {
-                $crate::commands::Begun::Answered(reply) => break Ok(reply),
-                $crate::commands::Begun::Fresh(transaction) => transaction,
-            };
-            let result: Result<$crate::commands::Written, $crate::error::CommandError> = async {
-                let $connection: &mut sqlx::PgConnection = &mut transaction;
-                $body
-            }
-            .await;
-            match execution
-                .finish(transaction, result, scope.as_ref(), $retry, &mut attempt)
-                .await
-            {
-                Ok(Some(reply)) => break Ok(reply),
-                Ok(None) => continue,
-                Err(error) => break Err(error),
-            }
-        }
-    }};
-}
-pub(crate) use transact;
+/// How many times a decision is made again after what it read moved.
+const MAX_ATTEMPTS: usize = 5;
 
 /// What the command handlers share.
 #[derive(Clone)]
@@ -84,6 +51,7 @@ pub struct CommandServices {
     pub fingerprint_key: FingerprintKey,
     pub refresh_token_ttl: Duration,
     pub login_limits: LoginLimits,
+    pub aggregates: Arc<AggregateCache>,
 }
 
 /// Where a command comes from, beyond its envelope.
@@ -118,11 +86,58 @@ impl Written {
     }
 }
 
+/// What a command decided: the events for one stream, on its version.
+pub(crate) struct Decided {
+    pub stream_id: Uuid,
+    pub stream_type: StreamType,
+    pub base_version: i32,
+    pub events: Vec<DomainEvent>,
+    pub claims: Vec<Claim>,
+    /// What else commits with the events.
+    pub also: Option<AlsoWrite>,
+}
+
+impl Decided {
+    pub fn new<A: Aggregate>(stream_id: Uuid, base_version: i32, events: Vec<A::Event>) -> Decided {
+        Decided {
+            stream_id,
+            stream_type: A::STREAM_TYPE,
+            base_version,
+            events: events.into_iter().map(Into::into).collect(),
+            claims: Vec::new(),
+            also: None,
+        }
+    }
+}
+
+/// Command-side state that commits with a command's events (never in them).
+pub(crate) enum AlsoWrite {
+    Credentials {
+        user_id: Uuid,
+        password_hash: String,
+    },
+    EndSessions {
+        user_id: Uuid,
+    },
+}
+
+/// A command type: it decides on what it reads through an `Attempt`.
+pub(crate) trait Handle {
+    /// The version of its target the client said it expects, if any.
+    fn expected_version(&self) -> Option<i32> {
+        None
+    }
+
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError>;
+}
+
 /// One command in flight: its envelope, where it came from, and who acts.
 pub struct Execution<'a> {
     services: &'a CommandServices,
     envelope: &'a CommandEnvelope,
     request: &'a RequestContext,
+    /// The verified token's claims, when the caller sent one.
+    claims: Option<Claims>,
 }
 
 impl Execution<'_> {
@@ -137,146 +152,302 @@ impl Execution<'_> {
         }
     }
 
-    fn append_context(&self) -> AppendContext {
-        AppendContext {
-            request_id: self.request.request_id.clone(),
-        }
+    /// Keys are scoped per caller: the bearer's subject, else anonymous.
+    fn idempotency_caller(&self) -> String {
+        self.claims
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), |claims| claims.sub.to_string())
     }
 
-    /// Loads the aggregate, checks `expected_version`, decides and appends.
-    /// This is the transaction's first write (see `event_store::append`).
-    async fn decide_and_append<A: Aggregate>(
-        &self,
-        connection: &mut PgConnection,
-        actor: Option<&Actor>,
-        stream_id: Uuid,
-        expected_version: Option<i32>,
-        decide: impl FnOnce(&A) -> Decision<A::Event>,
-    ) -> Result<Written, CommandError> {
-        let loaded = event_store::load::<A>(connection, stream_id).await?;
-        if let Some(expected) = expected_version
-            && loaded.state.exists()
-            && expected != loaded.version
-        {
-            return Err(CommandError::StaleVersion {
-                expected,
-                current: loaded.version,
-            });
-        }
-        let events: Vec<DomainEvent> = decide(&loaded.state)?.into_iter().map(Into::into).collect();
-        let version = event_store::append(
-            connection,
-            stream_id,
-            A::STREAM_TYPE,
-            loaded.version,
-            &events,
-            &self.metadata(actor),
-            &self.append_context(),
-        )
-        .await?;
-        Ok(Written {
-            stream_id,
-            stream_type: A::STREAM_TYPE,
-            version,
-        })
-    }
-
-    /// Starts a command's transaction; with an idempotency key, it may
-    /// instead find the first outcome of this very command and answer that.
-    async fn begin(&self, scope: Option<&IdempotencyScope>) -> Result<Begun, CommandError> {
-        let mut transaction = self.services.pool.begin().await?;
-        if let Some(scope) = scope
-            && let Some(reply) = idempotency::lock_and_find(&mut transaction, scope).await?
-        {
-            return Ok(Begun::Answered(reply));
-        }
-        Ok(Begun::Fresh(transaction))
-    }
-
-    /// Commits a successful attempt (with its idempotency record), or decides
-    /// whether a lost append race is retried: `Ok(None)` means try again.
-    async fn finish(
-        &self,
-        mut transaction: Transaction<'static, Postgres>,
-        result: Result<Written, CommandError>,
-        scope: Option<&IdempotencyScope>,
-        retry_on_race: bool,
-        attempt: &mut usize,
-    ) -> Result<Option<CommandReply>, CommandError> {
-        *attempt += 1;
-        match result {
-            Ok(written) => {
-                let reply = written.reply();
-                if let Some(scope) = scope {
-                    idempotency::remember(
-                        &mut transaction,
-                        scope,
-                        &reply,
-                        self.services.idempotency_ttl_seconds,
-                    )
-                    .await?;
-                }
-                transaction.commit().await?;
-                self.services.relay_wake.notify_one();
-                Ok(Some(reply))
-            }
-            Err(CommandError::ConcurrentWrite { .. })
-                if retry_on_race && *attempt < MAX_ATTEMPTS =>
-            {
-                transaction.rollback().await?;
-                metrics::counter!("chronicle_command_retries_total", "command" => self.envelope.command.name())
-                    .increment(1);
-                Ok(None)
-            }
-            Err(CommandError::ConcurrentWrite { .. }) => {
-                transaction.rollback().await?;
-                let current = self.current_version_after_race().await?;
-                Err(CommandError::ConcurrentWrite { current })
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    fn idempotency_scope(&self) -> Result<Option<IdempotencyScope>, CommandError> {
-        self.envelope
+    /// Decides and appends, deciding again as long as what it read moved.
+    async fn run(&self, handler: &impl Handle) -> Result<CommandReply, CommandError> {
+        let idempotency = self
+            .envelope
             .idempotency_key
             .as_deref()
             .map(|key| {
-                IdempotencyScope::new(
+                idempotency::IdempotencyScope::new(
                     self.idempotency_caller(),
                     key,
                     &self.envelope.command,
                     &self.services.fingerprint_key,
                 )
             })
-            .transpose()
-    }
-
-    /// Keys are scoped per caller: the bearer's subject, else anonymous.
-    fn idempotency_caller(&self) -> String {
-        self.request
-            .bearer
-            .as_deref()
-            .and_then(|token| self.services.access_tokens.verify(token).ok())
-            .map_or_else(|| "anonymous".to_owned(), |claims| claims.sub.to_string())
-    }
-
-    async fn current_version_after_race(&self) -> Result<i32, CommandError> {
-        match self.envelope.command.target_stream() {
-            Some(stream_id) => {
-                Ok(event_store::current_version(&self.services.pool, stream_id).await?)
+            .transpose()?;
+        let mut last_conflict = 0;
+        for attempt_number in 1..=MAX_ATTEMPTS {
+            let mut attempt = Attempt {
+                execution: self,
+                reads: Vec::new(),
+                actor: None,
+            };
+            let decided = handler.decide(&mut attempt).await?;
+            let Attempt {
+                mut reads, actor, ..
+            } = attempt;
+            // One entry per stream, with the strongest lock asked for it.
+            reads.sort_by_key(|read| (read.stream_id, std::cmp::Reverse(read.lock as i32)));
+            reads.dedup_by_key(|read| read.stream_id);
+            let metadata = self.metadata(actor.as_ref());
+            let context = AppendContext {
+                request_id: self.request.request_id.clone(),
+            };
+            let append = Append {
+                stream_id: decided.stream_id,
+                stream_type: decided.stream_type,
+                base_version: decided.base_version,
+                events: &decided.events,
+                metadata: &metadata,
+                context: &context,
+                session: actor
+                    .as_ref()
+                    .and(self.claims.as_ref().and_then(|claims| claims.sid)),
+                reads: &reads,
+                claims: &decided.claims,
+                idempotency: idempotency.as_ref().map(|scope| Idempotency {
+                    caller: &scope.caller,
+                    key: &scope.key,
+                    fingerprint: &scope.request_hash,
+                    ttl_seconds: self.services.idempotency_ttl_seconds,
+                }),
+            };
+            let outcome = self.append(&append, decided.also).await;
+            let written = |version| Written {
+                stream_id: decided.stream_id,
+                stream_type: decided.stream_type,
+                version,
+            };
+            match outcome {
+                Ok(Appended::Appended { version }) => {
+                    // Its cached state is behind now; the next read loads it.
+                    self.services.aggregates.forget(decided.stream_id);
+                    if !decided.events.is_empty() {
+                        self.services.relay_wake.notify_one();
+                    }
+                    return Ok(written(version).reply());
+                }
+                Ok(Appended::Replayed(stored)) => {
+                    return Ok(Written {
+                        stream_id: stored.stream_id,
+                        stream_type: stored.stream_type,
+                        version: stored.version,
+                    }
+                    .reply());
+                }
+                Ok(Appended::KeyReused) => {
+                    return Err(CommandError::conflict(
+                        "this Idempotency-Key was already used with a different request",
+                    ));
+                }
+                Ok(Appended::SessionEnded) => {
+                    return Err(CommandError::Unauthenticated(
+                        "the session has ended (signed out, or the account was secured); sign in again",
+                    ));
+                }
+                Ok(Appended::Taken(kinds)) => return Err(taken(&kinds)),
+                Ok(Appended::Stale { stream_id, version }) => {
+                    self.services.aggregates.forget(stream_id);
+                    if stream_id == decided.stream_id {
+                        if let Some(expected) = handler.expected_version() {
+                            return Err(CommandError::StaleVersion {
+                                expected,
+                                current: version,
+                            });
+                        }
+                        last_conflict = version;
+                    }
+                }
+                Err(StoreError::Conflict { current }) => {
+                    self.services.aggregates.forget(decided.stream_id);
+                    if let Some(expected) = handler.expected_version() {
+                        let current = self
+                            .current_version(decided.stream_id)
+                            .await
+                            .unwrap_or(current);
+                        return Err(CommandError::StaleVersion { expected, current });
+                    }
+                    last_conflict = current;
+                }
+                Err(StoreError::ClaimRace) => {}
+                Err(error) => return Err(error.into()),
             }
-            None => Ok(0),
+            metrics::counter!("chronicle_command_retries_total", "command" => self.envelope.command.name())
+                .increment(1);
+            tracing::debug!(
+                attempt_number,
+                "what the decision read moved; deciding again"
+            );
+        }
+        Err(CommandError::ConcurrentWrite {
+            current: last_conflict,
+        })
+    }
+
+    /// The append, with what else commits with it, in one transaction.
+    async fn append(
+        &self,
+        append: &Append<'_>,
+        also: Option<AlsoWrite>,
+    ) -> Result<Appended, StoreError> {
+        let Some(also) = also else {
+            return event_store::append_decision(&self.services.pool, append).await;
+        };
+        let mut transaction = self.services.pool.begin().await?;
+        let outcome = event_store::append_decision(&mut *transaction, append).await?;
+        if let Appended::Appended { .. } = outcome {
+            match also {
+                AlsoWrite::Credentials {
+                    user_id,
+                    password_hash,
+                } => {
+                    sqlx::query!(
+                        "INSERT INTO auth.credentials (user_id, password_hash) VALUES ($1, $2)",
+                        user_id,
+                        password_hash
+                    )
+                    .execute(&mut *transaction)
+                    .await?;
+                }
+                AlsoWrite::EndSessions { user_id } => {
+                    crate::auth::refresh_tokens::revoke_all(&mut transaction, user_id).await?;
+                }
+            }
+            transaction.commit().await?;
+        } else {
+            transaction.rollback().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn current_version(&self, stream_id: Uuid) -> Result<i32, sqlx::Error> {
+        event_store::current_version(&self.services.pool, stream_id).await
+    }
+}
+
+/// The field errors of claims whose values are taken.
+fn taken(kinds: &[String]) -> CommandError {
+    let mut fields = crate::validation::FieldErrors::new();
+    for kind in kinds {
+        match kind.as_str() {
+            "email" => fields.add("email", "is already registered"),
+            "handle" => fields.add("handle", "is already taken"),
+            "slug" => fields.add("slug", "is already taken"),
+            other => fields.add(other, "is already taken"),
         }
     }
+    let message = match kinds.first().map(String::as_str) {
+        Some("slug") => "a post with this slug already exists",
+        _ => "a user with this email or handle already exists",
+    };
+    CommandError::Conflict {
+        message: message.into(),
+        fields,
+    }
+}
 
-    async fn actor(&self, connection: &mut PgConnection) -> Result<Option<Actor>, CommandError> {
-        crate::auth::resolve_actor(
-            connection,
-            &self.services.access_tokens,
-            self.request.bearer.as_deref(),
-        )
-        .await
+/// One attempt at a decision: what it read, and who acts.
+pub(crate) struct Attempt<'a> {
+    execution: &'a Execution<'a>,
+    reads: Vec<Read>,
+    actor: Option<Actor>,
+}
+
+impl Attempt<'_> {
+    pub fn services(&self) -> &CommandServices {
+        self.execution.services
+    }
+
+    /// The signed-in actor, as the event store knows them. A role change,
+    /// deactivation or signing out applies at once: those take the user's
+    /// lock exclusively, the append takes it shared and checks their stream
+    /// did not move and the session is open. No token is an anonymous caller.
+    pub async fn actor(&mut self) -> Result<Option<Actor>, CommandError> {
+        let Some(claims) = &self.execution.claims else {
+            return Ok(None);
+        };
+        let user_id = claims.sub;
+        let user = self.read::<User>(user_id, Lock::Shared).await?;
+        if !user.state.registered {
+            return Err(CommandError::Unauthenticated(
+                "the access token's user does not exist",
+            ));
+        }
+        if !user.state.active {
+            return Err(CommandError::Unauthenticated("this account is deactivated"));
+        }
+        let actor = Actor {
+            id: user.state.id,
+            role: user.state.role,
+            handle: user.state.handle,
+        };
+        self.actor = Some(actor.clone());
+        Ok(Some(actor))
+    }
+
+    /// The actor, or UNAUTHENTICATED for commands that need one.
+    pub async fn require_actor(&mut self) -> Result<Actor, CommandError> {
+        self.actor()
+            .await?
+            .ok_or(CommandError::Unauthenticated("sign in to do this"))
+    }
+
+    /// A stream the decision depends on, checked unmoved when appended
+    /// (after taking `lock` on it).
+    pub async fn read<A: Aggregate + Cached>(
+        &mut self,
+        stream_id: Uuid,
+        lock: Lock,
+    ) -> Result<Loaded<A>, CommandError> {
+        let loaded = self.load::<A>(stream_id).await?;
+        self.reads.push(Read {
+            stream_id,
+            version: loaded.version,
+            lock,
+        });
+        Ok(loaded)
+    }
+
+    /// The stream the command appends to, at the version the client expects
+    /// (a conflict if it is at another), or as it is.
+    pub async fn target<A: Aggregate + Cached>(
+        &mut self,
+        stream_id: Uuid,
+        expected_version: Option<i32>,
+        lock: Lock,
+    ) -> Result<Loaded<A>, CommandError> {
+        let mut loaded = self.read::<A>(stream_id, lock).await?;
+        if let Some(expected) = expected_version
+            && loaded.state.exists()
+            && expected != loaded.version
+        {
+            // The cache may be behind: ask the store before refusing.
+            self.services().aggregates.forget(stream_id);
+            self.reads.pop();
+            loaded = self.read::<A>(stream_id, lock).await?;
+            if expected != loaded.version {
+                return Err(CommandError::StaleVersion {
+                    expected,
+                    current: loaded.version,
+                });
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn load<A: Aggregate + Cached>(
+        &self,
+        stream_id: Uuid,
+    ) -> Result<Loaded<A>, CommandError> {
+        let cache = &self.services().aggregates;
+        if let Some((version, state)) = cache.get::<A>(stream_id) {
+            return Ok(Loaded { state, version });
+        }
+        let mut connection = self.services().pool.acquire().await?;
+        let loaded = event_store::load::<A>(&mut connection, stream_id).await?;
+        if loaded.version > 0 {
+            cache.keep(stream_id, loaded.version, &loaded.state);
+        }
+        Ok(loaded)
     }
 }
 
@@ -291,75 +462,24 @@ impl From<Rejection> for CommandError {
     }
 }
 
-/// The stream a command names, where it names one (for CONFLICT details).
-trait TargetStream {
-    fn target_stream(&self) -> Option<Uuid>;
-}
-
-impl TargetStream for Command {
-    fn target_stream(&self) -> Option<Uuid> {
-        match self {
-            Command::ChangeRole { user_id, .. } | Command::DeactivateUser { user_id, .. } => {
-                Some(*user_id)
-            }
-            Command::EditPost { post_id, .. }
-            | Command::PublishPost { post_id, .. }
-            | Command::UnpublishPost { post_id, .. }
-            | Command::DeletePost { post_id, .. } => Some(*post_id),
-            Command::EditComment { comment_id, .. } | Command::DeleteComment { comment_id, .. } => {
-                Some(*comment_id)
-            }
-            _ => None,
-        }
-    }
-}
-
-fn expected_version(command: &Command) -> Option<i32> {
-    match command {
-        Command::UpdateProfile {
-            expected_version, ..
-        }
-        | Command::ChangeRole {
-            expected_version, ..
-        }
-        | Command::DeactivateUser {
-            expected_version, ..
-        }
-        | Command::EditPost {
-            expected_version, ..
-        }
-        | Command::PublishPost {
-            expected_version, ..
-        }
-        | Command::UnpublishPost {
-            expected_version, ..
-        }
-        | Command::DeletePost {
-            expected_version, ..
-        }
-        | Command::EditComment {
-            expected_version, ..
-        }
-        | Command::DeleteComment {
-            expected_version, ..
-        } => *expected_version,
-        _ => None,
-    }
-}
-
 /// Executes one command envelope.
 pub async fn execute(
     services: &CommandServices,
     request: &RequestContext,
     envelope: &CommandEnvelope,
 ) -> Result<CommandReply, CommandError> {
-    let execution = Execution {
-        services,
-        envelope,
-        request,
-    };
     let started = std::time::Instant::now();
-    let result = dispatch(&execution, &envelope.command).await;
+    let result = async {
+        let claims = verify(services, request)?;
+        let execution = Execution {
+            services,
+            envelope,
+            request,
+            claims,
+        };
+        dispatch(&execution, &envelope.command).await
+    }
+    .await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(error) => error.code().as_str(),
@@ -369,41 +489,81 @@ pub async fn execute(
     result
 }
 
+/// The caller's token, verified here (never taken on the forwarder's word);
+/// none is an anonymous caller, a bad one an error.
+fn verify(
+    services: &CommandServices,
+    request: &RequestContext,
+) -> Result<Option<Claims>, CommandError> {
+    let Some(token) = request.bearer.as_deref() else {
+        return Ok(None);
+    };
+    let claims = services
+        .access_tokens
+        .verify(token)
+        .map_err(|error| match error {
+            TokenError::Expired => CommandError::Unauthenticated("the access token has expired"),
+            TokenError::Invalid => CommandError::Unauthenticated("the access token is invalid"),
+        })?;
+    if claims.sid.is_none() {
+        return Err(CommandError::Unauthenticated(
+            "the access token has no session; sign in again",
+        ));
+    }
+    Ok(Some(claims))
+}
+
 async fn dispatch(
     execution: &Execution<'_>,
     command: &Command,
 ) -> Result<CommandReply, CommandError> {
-    let retry_on_race = expected_version(command).is_none();
     match command {
         Command::RegisterUser {
             email,
             handle,
             display_name,
             password,
-        } => users::register(execution, email, handle, display_name, password.expose()).await,
+        } => {
+            let handler =
+                users::Register::parse(email, handle, display_name, password.expose()).await?;
+            execution.run(&handler).await
+        }
         Command::UpdateProfile {
             display_name,
             bio,
             expected_version,
         } => {
-            users::update_profile(
-                execution,
+            let handler = users::UpdateProfile::parse(
                 display_name.as_deref(),
                 bio.as_deref(),
                 *expected_version,
-                retry_on_race,
-            )
-            .await
+            )?;
+            execution.run(&handler).await
         }
         Command::ChangeRole {
             user_id,
             role,
             expected_version,
-        } => users::change_role(execution, *user_id, *role, *expected_version, retry_on_race).await,
+        } => {
+            execution
+                .run(&users::ChangeRole {
+                    user_id: *user_id,
+                    role: *role,
+                    expected_version: *expected_version,
+                })
+                .await
+        }
         Command::DeactivateUser {
             user_id,
             expected_version,
-        } => users::deactivate(execution, *user_id, *expected_version, retry_on_race).await,
+        } => {
+            execution
+                .run(&users::Deactivate {
+                    user_id: *user_id,
+                    expected_version: *expected_version,
+                })
+                .await
+        }
         Command::Login { email, password } => {
             sessions::login(execution, email, password.expose()).await
         }
@@ -418,7 +578,10 @@ async fn dispatch(
             body,
             tags,
             slug,
-        } => posts::create(execution, title, body, tags.as_deref(), slug.as_deref()).await,
+        } => {
+            let handler = posts::Create::parse(title, body, tags.as_deref(), slug.as_deref())?;
+            execution.run(&handler).await
+        }
         Command::EditPost {
             post_id,
             title,
@@ -426,78 +589,77 @@ async fn dispatch(
             tags,
             expected_version,
         } => {
-            posts::edit(
-                execution,
+            let handler = posts::EditPost::parse(
                 *post_id,
                 title.as_deref(),
                 body.as_deref(),
                 tags.as_deref(),
                 *expected_version,
-                retry_on_race,
-            )
-            .await
+            )?;
+            execution.run(&handler).await
         }
         Command::PublishPost {
             post_id,
             expected_version,
         } => {
-            posts::transition(
-                execution,
-                *post_id,
-                Transition::Publish,
-                *expected_version,
-                retry_on_race,
-            )
-            .await
+            execution
+                .run(&posts::Transition::new(
+                    *post_id,
+                    posts::Change::Publish,
+                    *expected_version,
+                ))
+                .await
         }
         Command::UnpublishPost {
             post_id,
             expected_version,
         } => {
-            posts::transition(
-                execution,
-                *post_id,
-                Transition::Unpublish,
-                *expected_version,
-                retry_on_race,
-            )
-            .await
+            execution
+                .run(&posts::Transition::new(
+                    *post_id,
+                    posts::Change::Unpublish,
+                    *expected_version,
+                ))
+                .await
         }
         Command::DeletePost {
             post_id,
             expected_version,
         } => {
-            posts::transition(
-                execution,
-                *post_id,
-                Transition::Delete,
-                *expected_version,
-                retry_on_race,
-            )
-            .await
+            execution
+                .run(&posts::Transition::new(
+                    *post_id,
+                    posts::Change::Delete,
+                    *expected_version,
+                ))
+                .await
         }
         Command::AddComment {
             post_id,
             body,
             parent_id,
-        } => comments::add(execution, *post_id, body, *parent_id).await,
+        } => {
+            let handler = comments::Add::parse(*post_id, body, *parent_id)?;
+            execution.run(&handler).await
+        }
         Command::EditComment {
             comment_id,
             body,
             expected_version,
         } => {
-            comments::edit(
-                execution,
-                *comment_id,
-                body,
-                *expected_version,
-                retry_on_race,
-            )
-            .await
+            let handler = comments::EditComment::parse(*comment_id, body, *expected_version)?;
+            execution.run(&handler).await
         }
         Command::DeleteComment {
             comment_id,
             expected_version,
-        } => comments::delete(execution, *comment_id, *expected_version, retry_on_race).await,
+        } => {
+            execution
+                .run(&comments::DeleteComment {
+                    comment_id: *comment_id,
+                    expected_version: *expected_version,
+                })
+                .await
+        }
     }
 }

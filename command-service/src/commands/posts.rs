@@ -2,178 +2,190 @@
 //!
 //! Changing whether a post is published takes the post's lock exclusively;
 //! adding a comment takes it shared (see `comments`). So "only published posts
-//! take comments" holds even when an unpublish races a comment.
+//! take comments" holds even when an unpublish races a comment. The locks are
+//! taken by the append statement itself, before it checks the versions read.
 
-use chronicle_schema::CommandReply;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::unique_claims::{ClaimKind, claim};
-use super::{Execution, transact};
+use super::{Attempt, Decided, Handle};
 use crate::aggregates::Post;
 use crate::aggregates::post::{Draft, Edit};
-use crate::auth::require;
 use crate::error::CommandError;
+use crate::event_store::{Claim, Lock};
 use crate::validation::{FieldErrors, parse_body, parse_slug, parse_tags, parse_title, slugify};
 
-/// How many suffixed variants of a title-derived slug are tried.
-const SLUG_ATTEMPTS: usize = 20;
+/// How many suffixed variants of a title-derived slug are offered.
+const SLUG_CANDIDATES: usize = 20;
 
-pub(super) async fn lock_post(
-    connection: &mut PgConnection,
+pub(super) struct Create {
+    title: String,
+    body: String,
+    tags: Vec<String>,
+    requested_slug: Option<String>,
     post_id: Uuid,
-    shared: bool,
-) -> Result<(), sqlx::Error> {
-    // Advisory locks assign no transaction id: the append stays the first write.
-    if shared {
-        sqlx::query!(
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1::text, 7))",
-            post_id.to_string()
-        )
-        .execute(connection)
-        .await?;
-    } else {
-        sqlx::query!(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))",
-            post_id.to_string()
-        )
-        .execute(connection)
-        .await?;
-    }
-    Ok(())
 }
 
-pub(super) async fn create(
-    execution: &Execution<'_>,
-    title: &str,
-    body: &str,
-    tags: Option<&[String]>,
-    slug: Option<&str>,
-) -> Result<CommandReply, CommandError> {
-    let mut errors = FieldErrors::new();
-    let title = errors.check("title", parse_title(title));
-    let body = errors.check("body", parse_body(body));
-    let tags = errors.check("tags", parse_tags(tags.unwrap_or_default()));
-    let requested_slug = match slug {
-        Some(slug) => errors.check("slug", parse_slug(slug)).map(Some),
-        None => Some(None),
-    };
-    let (Some(title), Some(body), Some(tags), Some(requested_slug)) =
-        (title, body, tags, requested_slug)
-    else {
-        return Err(CommandError::Invalid(errors));
-    };
-    let post_id = Uuid::now_v7();
-
-    transact!(execution, retry_on_race: false, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        // The slug is claimed before the append that records it. For a stream
-        // being created that is safe: no earlier version exists whose order
-        // on the bus the early transaction id could invert.
-        let slug = claim_slug(connection, post_id, requested_slug.as_deref(), &title).await?;
-        let draft = Draft {
-            slug,
-            title: title.clone(),
-            body: body.clone(),
-            tags: tags.clone(),
+impl Create {
+    pub fn parse(
+        title: &str,
+        body: &str,
+        tags: Option<&[String]>,
+        slug: Option<&str>,
+    ) -> Result<Create, CommandError> {
+        let mut errors = FieldErrors::new();
+        let title = errors.check("title", parse_title(title));
+        let body = errors.check("body", parse_body(body));
+        let tags = errors.check("tags", parse_tags(tags.unwrap_or_default()));
+        let requested_slug = match slug {
+            Some(slug) => errors.check("slug", parse_slug(slug)).map(Some),
+            None => Some(None),
         };
-        execution
-            .decide_and_append::<Post>(connection, Some(&actor), post_id, None, |post| post.create(&actor, draft))
-            .await
-    })
-}
+        let (Some(title), Some(body), Some(tags), Some(requested_slug)) =
+            (title, body, tags, requested_slug)
+        else {
+            return Err(CommandError::Invalid(errors));
+        };
+        Ok(Create {
+            title,
+            body,
+            tags,
+            requested_slug,
+            post_id: Uuid::now_v7(),
+        })
+    }
 
-/// Claims the requested slug (a conflict if taken), or the first free variant
-/// of the title's.
-async fn claim_slug(
-    connection: &mut PgConnection,
-    post_id: Uuid,
-    requested: Option<&str>,
-    title: &str,
-) -> Result<String, CommandError> {
-    if let Some(slug) = requested {
-        if claim(connection, ClaimKind::Slug, slug, post_id).await? {
-            return Ok(slug.to_owned());
+    /// The requested slug (taken: a conflict), or the title's, then suffixed
+    /// variants of it: the append claims the first that is free.
+    fn slug_candidates(&self) -> Vec<String> {
+        if let Some(slug) = &self.requested_slug {
+            return vec![slug.clone()];
         }
-        let mut fields = FieldErrors::new();
-        fields.add("slug", "is already taken");
-        return Err(CommandError::Conflict {
-            message: "a post with this slug already exists".into(),
-            fields,
-        });
-    }
-    let base = slugify(title);
-    for attempt in 0..SLUG_ATTEMPTS {
-        let candidate = match attempt {
-            0 => base.clone(),
-            1..10 => format!("{base}-{}", attempt + 1),
-            _ => format!("{base}-{}", &post_id.simple().to_string()[24..]),
-        };
-        if claim(connection, ClaimKind::Slug, &candidate, post_id).await? {
-            return Ok(candidate);
-        }
-    }
-    Err(CommandError::Internal(format!("no free slug for {base}")))
-}
-
-pub(super) async fn edit(
-    execution: &Execution<'_>,
-    post_id: Uuid,
-    title: Option<&str>,
-    body: Option<&str>,
-    tags: Option<&[String]>,
-    expected_version: Option<i32>,
-    retry_on_race: bool,
-) -> Result<CommandReply, CommandError> {
-    let mut errors = FieldErrors::new();
-    let edit = Edit {
-        title: title.and_then(|title| errors.check("title", parse_title(title))),
-        body: body.and_then(|body| errors.check("body", parse_body(body))),
-        tags: tags.and_then(|tags| errors.check("tags", parse_tags(tags))),
-    };
-    if !errors.is_empty() {
-        return Err(CommandError::Invalid(errors));
-    }
-    transact!(execution, retry_on_race: retry_on_race, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        let edit = Edit {
-            title: edit.title.clone(),
-            body: edit.body.clone(),
-            tags: edit.tags.clone(),
-        };
-        execution
-            .decide_and_append::<Post>(connection, Some(&actor), post_id, expected_version, |post| {
-                post.edit(&actor, edit)
+        let base = slugify(&self.title);
+        (0..SLUG_CANDIDATES)
+            .map(|attempt| match attempt {
+                0 => base.clone(),
+                1..10 => format!("{base}-{}", attempt + 1),
+                _ => format!("{base}-{}", &self.post_id.simple().to_string()[24..]),
             })
-            .await
-    })
+            .collect()
+    }
+}
+
+impl Handle for Create {
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let candidates = self.slug_candidates();
+        // A new stream: nothing to read. The slug is the first candidate for
+        // now; the append writes the one it claims into the event.
+        let draft = Draft {
+            slug: candidates[0].clone(),
+            title: self.title.clone(),
+            body: self.body.clone(),
+            tags: self.tags.clone(),
+        };
+        let events =
+            <Post as crate::aggregates::Aggregate>::new(self.post_id).create(&actor, draft)?;
+        let mut decided = Decided::new::<Post>(self.post_id, 0, events);
+        decided.claims = vec![Claim {
+            kind: "slug",
+            candidates,
+            field: Some("slug"),
+        }];
+        Ok(decided)
+    }
+}
+
+pub(super) struct EditPost {
+    post_id: Uuid,
+    title: Option<String>,
+    body: Option<String>,
+    tags: Option<Vec<String>>,
+    expected_version: Option<i32>,
+}
+
+impl EditPost {
+    pub fn parse(
+        post_id: Uuid,
+        title: Option<&str>,
+        body: Option<&str>,
+        tags: Option<&[String]>,
+        expected_version: Option<i32>,
+    ) -> Result<EditPost, CommandError> {
+        let mut errors = FieldErrors::new();
+        let edit = EditPost {
+            post_id,
+            title: title.and_then(|title| errors.check("title", parse_title(title))),
+            body: body.and_then(|body| errors.check("body", parse_body(body))),
+            tags: tags.and_then(|tags| errors.check("tags", parse_tags(tags))),
+            expected_version,
+        };
+        if !errors.is_empty() {
+            return Err(CommandError::Invalid(errors));
+        }
+        Ok(edit)
+    }
+}
+
+impl Handle for EditPost {
+    fn expected_version(&self) -> Option<i32> {
+        self.expected_version
+    }
+
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let post = attempt
+            .target::<Post>(self.post_id, self.expected_version, Lock::None)
+            .await?;
+        let events = post.state.edit(
+            &actor,
+            Edit {
+                title: self.title.clone(),
+                body: self.body.clone(),
+                tags: self.tags.clone(),
+            },
+        )?;
+        Ok(Decided::new::<Post>(self.post_id, post.version, events))
+    }
 }
 
 #[derive(Clone, Copy)]
-pub(super) enum Transition {
+pub(super) enum Change {
     Publish,
     Unpublish,
     Delete,
 }
 
-pub(super) async fn transition(
-    execution: &Execution<'_>,
+pub(super) struct Transition {
     post_id: Uuid,
-    transition: Transition,
+    change: Change,
     expected_version: Option<i32>,
-    retry_on_race: bool,
-) -> Result<CommandReply, CommandError> {
-    transact!(execution, retry_on_race: retry_on_race, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        lock_post(connection, post_id, false).await?;
-        execution
-            .decide_and_append::<Post>(connection, Some(&actor), post_id, expected_version, |post| {
-                match transition {
-                    Transition::Publish => post.publish(&actor),
-                    Transition::Unpublish => post.unpublish(&actor),
-                    Transition::Delete => post.delete(&actor),
-                }
-            })
-            .await
-    })
+}
+
+impl Transition {
+    pub fn new(post_id: Uuid, change: Change, expected_version: Option<i32>) -> Transition {
+        Transition {
+            post_id,
+            change,
+            expected_version,
+        }
+    }
+}
+
+impl Handle for Transition {
+    fn expected_version(&self) -> Option<i32> {
+        self.expected_version
+    }
+
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let post = attempt
+            .target::<Post>(self.post_id, self.expected_version, Lock::Exclusive)
+            .await?;
+        let events = match self.change {
+            Change::Publish => post.state.publish(&actor),
+            Change::Unpublish => post.state.unpublish(&actor),
+            Change::Delete => post.state.delete(&actor),
+        }?;
+        Ok(Decided::new::<Post>(self.post_id, post.version, events))
+    }
 }

@@ -1,142 +1,187 @@
 //! User commands: registration, profile, role, deactivation.
 
-use chronicle_schema::{CommandReply, Role};
+use chronicle_schema::Role;
 use uuid::Uuid;
 
-use super::unique_claims::{ClaimKind, claim};
-use super::{Execution, transact};
+use super::{AlsoWrite, Attempt, Decided, Handle};
 use crate::aggregates::User;
 use crate::aggregates::user::Registration;
-use crate::auth::{password, require};
+use crate::auth::password;
 use crate::error::CommandError;
-use crate::validation::{DisplayName, Email, FieldErrors, Handle, Password, parse_bio};
+use crate::event_store::{Claim, Lock};
+use crate::validation::{
+    DisplayName, Email, FieldErrors, Handle as UserHandle, Password, parse_bio,
+};
 
-pub(super) async fn register(
-    execution: &Execution<'_>,
-    email: &str,
-    handle: &str,
-    display_name: &str,
-    raw_password: &str,
-) -> Result<CommandReply, CommandError> {
-    let mut errors = FieldErrors::new();
-    let email = errors.check("email", Email::parse(email));
-    let handle = errors.check("handle", Handle::parse(handle));
-    let display_name = errors.check("displayName", DisplayName::parse(display_name));
-    let password = errors.check(
-        "password",
-        Password::parse(
-            raw_password,
-            email.as_ref().map_or("", Email::as_str),
-            handle.as_ref().map_or("", Handle::as_str),
-        ),
-    );
-    let (Some(email), Some(handle), Some(display_name), Some(password)) =
-        (email, handle, display_name, password)
-    else {
-        return Err(CommandError::Invalid(errors));
-    };
-    // Hashing is slow by design: do it before the transaction opens.
-    let password_hash = password::hash(password.expose()).await?;
-    let user_id = Uuid::now_v7();
+pub(super) struct Register {
+    email: Email,
+    handle: UserHandle,
+    display_name: DisplayName,
+    password_hash: String,
+    user_id: Uuid,
+}
 
-    transact!(execution, retry_on_race: false, |connection| {
-        let registration = Registration {
-            email: email.clone(),
-            handle: handle.clone(),
-            display_name: display_name.clone(),
+impl Register {
+    /// Checks every field, then hashes the password (slow by design), before
+    /// anything is read or written.
+    pub async fn parse(
+        email: &str,
+        handle: &str,
+        display_name: &str,
+        raw_password: &str,
+    ) -> Result<Register, CommandError> {
+        let mut errors = FieldErrors::new();
+        let email = errors.check("email", Email::parse(email));
+        let handle = errors.check("handle", UserHandle::parse(handle));
+        let display_name = errors.check("displayName", DisplayName::parse(display_name));
+        let password = errors.check(
+            "password",
+            Password::parse(
+                raw_password,
+                email.as_ref().map_or("", Email::as_str),
+                handle.as_ref().map_or("", UserHandle::as_str),
+            ),
+        );
+        let (Some(email), Some(handle), Some(display_name), Some(password)) =
+            (email, handle, display_name, password)
+        else {
+            return Err(CommandError::Invalid(errors));
         };
-        let written = execution
-            .decide_and_append::<User>(connection, None, user_id, None, |user| {
-                user.register(registration)
-            })
-            .await?;
-        let mut taken = FieldErrors::new();
-        if !claim(connection, ClaimKind::Email, email.as_str(), user_id).await? {
-            taken.add("email", "is already registered");
-        }
-        if !claim(connection, ClaimKind::Handle, handle.as_str(), user_id).await? {
-            taken.add("handle", "is already taken");
-        }
-        if !taken.is_empty() {
-            return Err(CommandError::Conflict {
-                message: "a user with this email or handle already exists".into(),
-                fields: taken,
-            });
-        }
-        sqlx::query!(
-            "INSERT INTO auth.credentials (user_id, password_hash) VALUES ($1, $2)",
-            user_id,
-            password_hash
-        )
-        .execute(&mut *connection)
-        .await?;
-        Ok(written)
-    })
+        Ok(Register {
+            password_hash: password::hash(password.expose()).await?,
+            email,
+            handle,
+            display_name,
+            user_id: Uuid::now_v7(),
+        })
+    }
+}
+
+impl Handle for Register {
+    async fn decide(&self, _attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let registration = Registration {
+            email: self.email.clone(),
+            handle: self.handle.clone(),
+            display_name: self.display_name.clone(),
+        };
+        let events =
+            <User as crate::aggregates::Aggregate>::new(self.user_id).register(registration)?;
+        let mut decided = Decided::new::<User>(self.user_id, 0, events);
+        decided.claims = vec![
+            Claim {
+                kind: "email",
+                candidates: vec![self.email.as_str().to_owned()],
+                field: None,
+            },
+            Claim {
+                kind: "handle",
+                candidates: vec![self.handle.as_str().to_owned()],
+                field: None,
+            },
+        ];
+        decided.also = Some(AlsoWrite::Credentials {
+            user_id: self.user_id,
+            password_hash: self.password_hash.clone(),
+        });
+        Ok(decided)
+    }
 }
 
 /// Changes the signed-in user's own profile. `bio: Some("")` clears it.
-pub(super) async fn update_profile(
-    execution: &Execution<'_>,
-    display_name: Option<&str>,
-    bio: Option<&str>,
+pub(super) struct UpdateProfile {
+    display_name: Option<DisplayName>,
+    /// Whether to change the bio, and to what (none clears it).
+    bio: Option<Option<String>>,
     expected_version: Option<i32>,
-    retry_on_race: bool,
-) -> Result<CommandReply, CommandError> {
-    let mut errors = FieldErrors::new();
-    let display_name = match display_name {
-        Some(name) => errors.check("displayName", DisplayName::parse(name)),
-        None => None,
-    };
-    // Outer option: whether to change the bio; inner: the new bio (none clears it).
-    let bio: Option<Option<String>> = match bio {
-        Some(bio) => errors.check("bio", parse_bio(bio)),
-        None => None,
-    };
-    if !errors.is_empty() {
-        return Err(CommandError::Invalid(errors));
+}
+
+impl UpdateProfile {
+    pub fn parse(
+        display_name: Option<&str>,
+        bio: Option<&str>,
+        expected_version: Option<i32>,
+    ) -> Result<UpdateProfile, CommandError> {
+        let mut errors = FieldErrors::new();
+        let display_name = match display_name {
+            Some(name) => errors.check("displayName", DisplayName::parse(name)),
+            None => None,
+        };
+        let bio: Option<Option<String>> = match bio {
+            Some(bio) => errors.check("bio", parse_bio(bio)),
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(CommandError::Invalid(errors));
+        }
+        Ok(UpdateProfile {
+            display_name,
+            bio,
+            expected_version,
+        })
     }
-    transact!(execution, retry_on_race: retry_on_race, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        execution
-            .decide_and_append::<User>(connection, Some(&actor), actor.id, expected_version, |user| {
-                user.update_profile(&actor, display_name.clone(), bio.clone())
-            })
-            .await
-    })
 }
 
-pub(super) async fn change_role(
-    execution: &Execution<'_>,
-    user_id: Uuid,
-    role: Role,
-    expected_version: Option<i32>,
-    retry_on_race: bool,
-) -> Result<CommandReply, CommandError> {
-    transact!(execution, retry_on_race: retry_on_race, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        execution
-            .decide_and_append::<User>(connection, Some(&actor), user_id, expected_version, |user| {
-                user.change_role(&actor, role)
-            })
-            .await
-    })
-}
+impl Handle for UpdateProfile {
+    fn expected_version(&self) -> Option<i32> {
+        self.expected_version
+    }
 
-pub(super) async fn deactivate(
-    execution: &Execution<'_>,
-    user_id: Uuid,
-    expected_version: Option<i32>,
-    retry_on_race: bool,
-) -> Result<CommandReply, CommandError> {
-    transact!(execution, retry_on_race: retry_on_race, |connection| {
-        let actor = require(execution.actor(connection).await?)?;
-        let written = execution
-            .decide_and_append::<User>(connection, Some(&actor), user_id, expected_version, |user| {
-                user.deactivate(&actor)
-            })
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let user = attempt
+            .target::<User>(actor.id, self.expected_version, Lock::None)
             .await?;
+        let events =
+            user.state
+                .update_profile(&actor, self.display_name.clone(), self.bio.clone())?;
+        Ok(Decided::new::<User>(actor.id, user.version, events))
+    }
+}
+
+/// Takes the user's lock exclusively: a command of theirs racing it
+/// appends before it, or is decided again on the new role.
+pub(super) struct ChangeRole {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub expected_version: Option<i32>,
+}
+
+impl Handle for ChangeRole {
+    fn expected_version(&self) -> Option<i32> {
+        self.expected_version
+    }
+
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let user = attempt
+            .target::<User>(self.user_id, self.expected_version, Lock::Exclusive)
+            .await?;
+        let events = user.state.change_role(&actor, self.role)?;
+        Ok(Decided::new::<User>(self.user_id, user.version, events))
+    }
+}
+
+pub(super) struct Deactivate {
+    pub user_id: Uuid,
+    pub expected_version: Option<i32>,
+}
+
+impl Handle for Deactivate {
+    fn expected_version(&self) -> Option<i32> {
+        self.expected_version
+    }
+
+    async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
+        let actor = attempt.require_actor().await?;
+        let user = attempt
+            .target::<User>(self.user_id, self.expected_version, Lock::Exclusive)
+            .await?;
+        let events = user.state.deactivate(&actor)?;
+        let mut decided = Decided::new::<User>(self.user_id, user.version, events);
         // A deactivated account's sessions end with it.
-        crate::auth::refresh_tokens::revoke_all(connection, user_id).await?;
-        Ok(written)
-    })
+        decided.also = Some(AlsoWrite::EndSessions {
+            user_id: self.user_id,
+        });
+        Ok(decided)
+    }
 }

@@ -1,5 +1,6 @@
 //! The outbox relay: publishes committed events from the event store to Kafka.
 
+pub mod lease;
 mod relay;
 pub mod status;
 

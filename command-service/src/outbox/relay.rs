@@ -13,32 +13,39 @@
 //! appends version n+1 read version n committed, so it got its id after
 //! version n's transaction did.
 //!
-//! One relay is active at a time: it holds a session advisory lock on its own
-//! connection, and others stand by. Delivery is at-least-once (a crash between
-//! publishing and saving the cursor republishes); the idempotent producer keeps
-//! retries from reordering a partition, and consumers skip versions they have.
+//! The relay waits only for transactions that append (`fence`), not for
+//! every transaction on the server.
+//!
+//! One relay is active at a time: it holds a lease, renewed every few seconds
+//! (`lease`); others stand by and take over when a leader goes silent.
+//! Delivery is at-least-once (a crash between publishing and saving the
+//! cursor republishes, as does a leader that wakes after losing its lease);
+//! the idempotent producer keeps retries from reordering a partition, and
+//! consumers skip versions they have. The relay publishes what is stored,
+//! without needing to understand it: consumers decide what they can read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chronicle_platform::retry::{self, Backoff};
 use chronicle_platform::trace_context;
 use chronicle_schema::bus;
-use chronicle_schema::events::{StoreCursor, StoredEventRow, read_committed};
+use chronicle_schema::events::{StoreCursor, StoredEventRow, fence, read_committed};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-/// Key of the advisory lock that elects the active relay ("CHRONICL").
-const RELAY_LOCK_KEY: i64 = 0x4348_524F_4E49_434C;
-const RELAY_NAME: &str = "main";
+use super::lease::{self, Lease};
+
+const RELAY_NAME: &str = lease::RELAY;
 /// When idle, look for newly safe events this often (another instance's
 /// commits, or an old transaction ending, wake no one here).
 const IDLE_POLL: Duration = Duration::from_millis(50);
 const STANDBY_POLL: Duration = Duration::from_secs(2);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct RelaySettings {
@@ -54,63 +61,76 @@ enum RelayError {
     Database(#[from] sqlx::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the relay's lease was lost (this instance was silent too long); standing by")]
+    LeaseLost,
 }
 
 pub struct Relay {
     settings: RelaySettings,
     wake: Arc<Notify>,
+    /// This instance, as the lease's holder.
+    instance: Uuid,
 }
 
 impl Relay {
     pub fn new(settings: RelaySettings, wake: Arc<Notify>) -> Relay {
-        Relay { settings, wake }
+        Relay {
+            settings,
+            wake,
+            instance: Uuid::now_v7(),
+        }
     }
 
     /// Runs until `shutdown`: stands by, leads while it holds the lock, and
     /// starts over (with backoff) after any database or Kafka failure.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => break,
-                Err(error) => {
+        retry::until_ok(
+            "the outbox relay",
+            &shutdown,
+            Backoff::standard(),
+            || async {
+                self.lead(&shutdown).await.inspect_err(|_| {
                     metrics::gauge!("chronicle_relay_active").set(0.0);
                     metrics::counter!("chronicle_relay_failures_total").increment(1);
-                    tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed; starting over");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+                })
+            },
+        )
+        .await;
         metrics::gauge!("chronicle_relay_active").set(0.0);
         tracing::info!("outbox relay stopped");
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let mut connection = self.settings.database.connect().await?;
-        while !try_lock(&mut connection).await? {
+        let mut lease = loop {
+            if let Some(lease) = Lease::acquire(&mut connection, self.instance).await? {
+                break lease;
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(STANDBY_POLL) => {}
             }
-        }
-        tracing::info!("outbox relay is active");
+        };
+        tracing::info!(instance = %self.instance, "outbox relay is active");
         metrics::gauge!("chronicle_relay_active").set(1.0);
         let producer = producer(&self.settings.brokers)?;
         let mut cursor = load_cursor(&mut connection).await?;
 
         loop {
             if shutdown.is_cancelled() {
+                let _ = lease.release(&mut connection).await;
                 return Ok(());
             }
+            if !lease.keep(&mut connection).await? || !lease.valid() {
+                return Err(RelayError::LeaseLost);
+            }
+            let horizon = fence::horizon(&mut connection).await?;
             let batch =
-                read_committed(&mut connection, &cursor, None, self.settings.batch_size).await?;
+                read_committed(&mut connection, &cursor, &horizon, self.settings.batch_size)
+                    .await?;
             let Some((last, _)) = batch.last() else {
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => {}
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 }
@@ -119,20 +139,13 @@ impl Relay {
             let next = last.clone();
             let events: Vec<StoredEventRow> = batch.into_iter().map(|(_, row)| row).collect();
             publish(&producer, &self.settings.topic, &events).await?;
-            save_cursor(&mut connection, &next, events.len()).await?;
+            if !save_cursor(&mut connection, &next, events.len(), &lease).await? {
+                return Err(RelayError::LeaseLost);
+            }
             metrics::counter!("chronicle_relay_published_total").increment(events.len() as u64);
             cursor = next;
         }
     }
-}
-
-async fn try_lock(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT pg_try_advisory_lock($1) AS "locked!""#,
-        RELAY_LOCK_KEY
-    )
-    .fetch_one(connection)
-    .await
 }
 
 async fn load_cursor(connection: &mut PgConnection) -> Result<StoreCursor, sqlx::Error> {
@@ -149,14 +162,18 @@ async fn load_cursor(connection: &mut PgConnection) -> Result<StoreCursor, sqlx:
     }))
 }
 
+/// Saves the cursor, only while this relay holds the lease (a leader that
+/// lost it must not move the cursor its successor moves); false if not.
 async fn save_cursor(
     connection: &mut PgConnection,
     cursor: &StoreCursor,
     published: usize,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+    lease: &Lease,
+) -> Result<bool, sqlx::Error> {
+    let saved = sqlx::query!(
         r#"INSERT INTO event_store.relay_cursor (relay, transaction_id, position, published_total, updated_at)
-           VALUES ($1, $2::text::xid8, $3, $4, now())
+           SELECT $1, $2::text::xid8, $3, $4, now()
+           WHERE EXISTS (SELECT 1 FROM event_store.relay_lease WHERE relay = $1 AND holder = $5)
            ON CONFLICT (relay) DO UPDATE
              SET transaction_id = EXCLUDED.transaction_id,
                  position = EXCLUDED.position,
@@ -165,11 +182,12 @@ async fn save_cursor(
         RELAY_NAME,
         cursor.transaction_id,
         cursor.position,
-        published as i64
+        published as i64,
+        lease.holder
     )
     .execute(connection)
     .await?;
-    Ok(())
+    Ok(saved.rows_affected() == 1)
 }
 
 fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {

@@ -1,9 +1,9 @@
 //! How far the outbox is behind, and what holds it back.
 //!
-//! The relay publishes only below the oldest transaction still running, so
-//! one long transaction anywhere on the cluster holds publishing back. This
-//! says which: "held by xid N, pid P, open 12 s", in metrics and in the
-//! `outbox` row of `projectionStatus`.
+//! The relay publishes only below the oldest appending transaction still
+//! running (`fence`), so one long append holds publishing back. This says
+//! which: "held by xid N, pid P, open 12 s", in metrics and in the `outbox`
+//! row of `projectionStatus`.
 
 use std::time::Duration;
 
@@ -48,17 +48,8 @@ async fn report(pool: &PgPool) -> Result<(), sqlx::Error> {
     )
     .fetch_one(pool)
     .await?;
-    // The oldest transaction that has written anything: the one the relay waits for.
-    let oldest = sqlx::query!(
-        r#"SELECT pid AS "pid!", backend_xid::text AS "xid!",
-                  COALESCE(EXTRACT(EPOCH FROM now() - xact_start)::float8, 0) AS "open_seconds!"
-           FROM pg_stat_activity
-           WHERE backend_xid IS NOT NULL
-           ORDER BY age(backend_xid) DESC
-           LIMIT 1"#
-    )
-    .fetch_optional(pool)
-    .await?;
+    // The oldest appending transaction: the one the relay waits for.
+    let oldest = chronicle_schema::events::fence::oldest_holder(pool).await?;
     metrics::gauge!("chronicle_outbox_lag_events").set(lag.events as f64);
     metrics::gauge!("chronicle_outbox_lag_seconds").set(lag.seconds);
     let open_seconds = oldest.as_ref().map_or(0.0, |oldest| oldest.open_seconds);

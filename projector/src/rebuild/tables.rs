@@ -17,7 +17,7 @@
 use std::str::FromStr;
 
 use chronicle_schema::RecordedEvent;
-use chronicle_schema::events::{StoreCursor, horizon, read_committed};
+use chronicle_schema::events::{StoreCursor, fence, read_committed, visible_horizon};
 use chronicle_schema::read_models::{comments, posts};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -40,6 +40,14 @@ const CATCH_UP: Mode = Mode {
     refold: false,
 };
 
+/// The swap's last catch-up: what it applies, the live path will find
+/// applied and skip, so it tells listeners itself (on commit, as the
+/// renamed tables go live).
+const SWAP_CATCH_UP: Mode = Mode {
+    announce: true,
+    ..CATCH_UP
+};
+
 pub(super) async fn rebuild(
     rebuilder: &Rebuilder,
     tracker: &Tracker<'_>,
@@ -60,7 +68,7 @@ pub(super) async fn rebuild(
     read_models::create_schema(&mut writer, NEXT, &ddl.tables).await?;
 
     tracker.phase("reading the event store");
-    let horizon = horizon(pool).await?;
+    let horizon = fence::horizon(pool).await?;
     tracker.total(count_below(pool, &horizon).await?);
     let loaded = load::load(&mut reader, &mut writer, &horizon, tracker, &mut |_| {}).await?;
 
@@ -121,7 +129,8 @@ async fn catch_up(
     cursor: &mut StoreCursor,
     tracker: &Tracker<'_>,
 ) -> Result<usize, RebuildError> {
-    let batch = read_committed(&mut *connection, cursor, None, CATCH_UP_BATCH).await?;
+    let horizon = fence::horizon(&mut *connection).await?;
+    let batch = read_committed(&mut *connection, cursor, &horizon, CATCH_UP_BATCH).await?;
     let Some((last, _)) = batch.last() else {
         return Ok(0);
     };
@@ -165,12 +174,17 @@ async fn swap(
         .bind(SWAP_LOCK_KEY)
         .execute(&mut *transaction)
         .await?;
+    // No live batch runs now, and every event one applied has committed:
+    // read all that is committed. An event of a transaction still running is
+    // passed over here; it is not published yet, and the live path applies
+    // it to the swapped-in tables.
     loop {
-        let batch = read_committed(&mut *transaction, cursor, None, CATCH_UP_BATCH).await?;
+        let horizon = visible_horizon(&mut *transaction).await?;
+        let batch = read_committed(&mut *transaction, cursor, &horizon, CATCH_UP_BATCH).await?;
         let Some((last, _)) = batch.last() else { break };
         *cursor = last.clone();
         let count = batch.len();
-        apply::apply_within(&mut transaction, &incoming(batch), CATCH_UP).await?;
+        apply::apply_within(&mut transaction, &incoming(batch), SWAP_CATCH_UP).await?;
         tracker.processed(count as u64);
     }
     sqlx::raw_sql(

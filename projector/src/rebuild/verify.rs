@@ -45,8 +45,8 @@ fn unsettled(next: &str) -> String {
            WHERE c.parent_id IS NOT NULL
          ),
          excluded_tags AS (
-           SELECT DISTINCT UNNEST(p.tags) AS id FROM all_posts p
-           JOIN unsettled u ON u.id = p.id OR u.id = p.author_id
+           SELECT UNNEST(p.tags) AS id FROM all_posts p JOIN unsettled u ON u.id = p.id
+           UNION SELECT UNNEST(p.tags) FROM all_posts p JOIN unsettled u ON u.id = p.author_id
          )"
     )
 }
@@ -73,7 +73,9 @@ pub async fn against_live(connection: &mut PgConnection, next: &str) -> Result<(
              o AS (SELECT {key}::text AS key, md5(ROW({columns})::text) AS digest FROM read.{table})
              SELECT key FROM n FULL JOIN o USING (key)
              WHERE n.digest IS DISTINCT FROM o.digest
-               AND key NOT IN (SELECT id::text FROM {excluded} WHERE id IS NOT NULL)
+               -- An anti-join (hashed), not NOT IN: that turns quadratic once
+               -- the excluded set outgrows work_mem.
+               AND NOT EXISTS (SELECT 1 FROM {excluded} x WHERE x.id::text = key)
              LIMIT 5",
             unsettled = unsettled(next)
         );

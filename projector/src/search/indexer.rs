@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chronicle_platform::retry::{self, Backoff};
 use chronicle_schema::StreamType;
 use chronicle_schema::bus::decode_envelope;
 use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected};
@@ -37,7 +38,6 @@ use crate::rebuild::Projection;
 use crate::status::Failures;
 
 pub const PROJECTION: &str = "search";
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a batch re-checks whether the read models have caught up.
 const READ_MODELS_POLL: Duration = Duration::from_millis(10);
 
@@ -239,22 +239,20 @@ pub async fn run(
     failures: Failures,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        match follow(&settings, &pool, &shared, &shutdown).await {
-            Ok(()) => break,
-            Err(error) => {
-                failures.record(Projection::Search);
-                tracing::warn!(%error, retry_in = ?backoff, "search indexer failed; starting over");
-                metrics::counter!("chronicle_search_indexer_failures_total").increment(1);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+    retry::until_ok(
+        "the search indexer",
+        &shutdown,
+        Backoff::standard(),
+        || async {
+            follow(&settings, &pool, &shared, &shutdown)
+                .await
+                .inspect_err(|_| {
+                    failures.record(Projection::Search);
+                    metrics::counter!("chronicle_search_indexer_failures_total").increment(1);
+                })
+        },
+    )
+    .await;
     // Finish: commit what was written, so a restart resumes after it.
     if let Err(error) = commit(&shared, &pool).await {
         tracing::warn!(%error, "could not commit the search index at shutdown");

@@ -3,6 +3,7 @@
 //! stored payload is upcast to the current shape when read (see `upcast`).
 
 mod comment;
+pub mod fence;
 mod post;
 mod stored;
 mod upcast;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 pub use comment::{CommentAdded, CommentDeleted, CommentEdited, CommentEvent};
 pub use post::{PostCreated, PostDeleted, PostEdited, PostEvent, PostPublished, PostUnpublished};
-pub use stored::{StoreCursor, StoredEventRow, horizon, read_committed};
+pub use stored::{StoreCursor, StoredEventRow, read_committed, visible_horizon};
 pub use user::{UserDeactivated, UserEvent, UserProfileUpdated, UserRegistered, UserRoleChanged};
 
 /// The kind of aggregate a stream belongs to.

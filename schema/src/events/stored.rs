@@ -80,17 +80,16 @@ struct CursorRow {
 }
 
 /// The next committed events after `after`, in (transaction id, position)
-/// order, from transactions older than every one still running (or than
-/// `horizon`, an `xid8` as text, when given).
+/// order, from transactions below `horizon` (an `xid8` as text).
 ///
 /// Sequences commit out of order, so `position > last` could pass over an
-/// event whose transaction commits late. Below the oldest running
-/// transaction, nothing can appear any more: what this returns is final, and
-/// a reader that keeps the last row's cursor misses nothing.
+/// event whose transaction commits late. With `fence::horizon`, nothing can
+/// appear below the horizon any more: what this returns is final, and a
+/// reader that keeps the last row's cursor misses nothing.
 pub async fn read_committed(
     executor: impl sqlx::PgExecutor<'_>,
     after: &StoreCursor,
-    horizon: Option<&str>,
+    horizon: &str,
     limit: i64,
 ) -> Result<Vec<(StoreCursor, StoredEventRow)>, sqlx::Error> {
     // Not `query_as!`: the row flattens the shared event row type.
@@ -101,7 +100,7 @@ pub async fn read_committed(
                   actor_id, metadata, recorded_at
            FROM event_store.events
            WHERE (transaction_id, position) > ($1::text::xid8, $2)
-             AND transaction_id < COALESCE($3::text::xid8, pg_snapshot_xmin(pg_current_snapshot()))
+             AND transaction_id < $3::text::xid8
            -- Qualified: a bare name would sort by the text alias above, in
            -- which "10" comes before "9" (the index is unused and the cursor
            -- could pass over events).
@@ -126,9 +125,11 @@ pub async fn read_committed(
         .collect())
 }
 
-/// The current horizon: transactions below it have all ended.
-pub async fn horizon(executor: impl sqlx::PgExecutor<'_>) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar::<_, String>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+/// Everything committed so far (the current snapshot's xmax): for a reader
+/// that holds off every writer it must see (the rebuild's swap) and does not
+/// keep its cursor; a cursor kept across reads needs `fence::horizon`.
+pub async fn visible_horizon(executor: impl sqlx::PgExecutor<'_>) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar::<_, String>("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
         .fetch_one(executor)
         .await
 }

@@ -1,0 +1,195 @@
+-- The write path in one statement, and the relay's fence and lease.
+
+-- Every transaction that appends events holds this key (shared) from before
+-- its first write until it ends. The outbox relay waits only for those
+-- (see command-service/src/outbox/fence.rs), not for every transaction on the
+-- server: a long transaction in another database, or a rebuild's, no longer
+-- holds publishing back.
+CREATE FUNCTION event_store.appenders_key() RETURNS bigint
+    LANGUAGE sql IMMUTABLE AS $$ SELECT 4706349869198230866::bigint $$;  -- "APPENDER"
+
+-- A safety net for writers that append without `event_store.append` (an
+-- operator's INSERT): the lock is taken before the statement writes, so
+-- before a transaction that writes nothing else gets its id.
+CREATE FUNCTION event_store.announce_appender() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(event_store.appenders_key());
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_appender BEFORE INSERT ON event_store.events
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store.announce_appender();
+
+-- One relay is active: it holds a lease, renewed every few seconds. A leader
+-- that goes silent (stopped, partitioned) loses it when it expires and a
+-- standby takes over; its cursor writes are fenced by the lease.
+CREATE TABLE event_store.relay_lease (
+    relay       TEXT        PRIMARY KEY,
+    holder      UUID        NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL
+);
+
+-- A command's decision, checked and appended in one statement: the caller
+-- decided on what it read (the streams and versions of `read_streams`, the
+-- target stream at `base_version`, the actor's session); this checks that
+-- all of it still holds, claims the unique values, appends the events and
+-- records the idempotency key, or answers why not. Nothing is written
+-- before every check has passed, so the claims and the append are the
+-- transaction's first writes, after every read (the relay's per-stream order
+-- depends on it). A lost race on the stream's version, or on a unique value,
+-- is a constraint violation: the statement rolls back as a whole.
+--
+-- Outcomes: appended (version), replayed (the stored reply of an idempotency
+-- key), key_reused (the key came with another request), session_ended,
+-- stale (a read stream moved on: detail names it, version is its version
+-- now), taken (detail: the claim kinds whose values are taken).
+CREATE FUNCTION event_store.append(
+    p_stream_id        uuid,
+    p_stream_type      text,
+    p_base_version     int,
+    p_event_ids        uuid[],
+    p_event_types      text[],
+    p_schema_versions  int2[],
+    p_payloads         jsonb[],
+    p_command_id       uuid,
+    p_correlation_id   uuid,
+    p_actor_id         uuid,
+    p_metadata         jsonb,
+    -- The session the actor signs in with (null: no actor).
+    p_session_id       uuid,
+    -- Streams the decision read, at the versions it read them; 1 takes the
+    -- stream's lock shared, 2 exclusively, 0 none. Sorted by the caller, one
+    -- entry per stream: locks are always taken in one order.
+    p_read_streams     uuid[],
+    p_read_versions    int[],
+    p_read_locks       int[],
+    -- [{"kind": "slug", "candidates": ["a", "a-2"], "field": "slug"}]: the
+    -- first free candidate is claimed for the stream (and written into the
+    -- first event's payload at `field`, when given).
+    p_claims           jsonb,
+    p_idempotency_caller text,
+    p_idempotency_key    text,
+    p_fingerprint        text,
+    p_idempotency_ttl    float8
+) RETURNS TABLE (outcome text, version int, detail text, stored jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    found_hash  text;
+    found_reply jsonb;
+    current     int;
+    claim       jsonb;
+    chosen      text;
+    chosen_values text[] := '{}';
+    taken       text[] := '{}';
+    payloads    jsonb[] := p_payloads;
+    events      int := coalesce(array_length(p_event_ids, 1), 0);
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(event_store.appenders_key());
+
+    IF p_idempotency_key IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_idempotency_caller || ':' || p_idempotency_key, 0));
+        SELECT k.request_hash, k.response INTO found_hash, found_reply
+        FROM event_store.idempotency_keys k
+        WHERE k.caller = p_idempotency_caller AND k.key = p_idempotency_key AND k.expires_at > now();
+        IF FOUND THEN
+            IF found_hash <> p_fingerprint THEN
+                RETURN QUERY SELECT 'key_reused'::text, NULL::int, NULL::text, NULL::jsonb;
+            ELSE
+                RETURN QUERY SELECT 'replayed'::text, NULL::int, NULL::text, found_reply;
+            END IF;
+            RETURN;
+        END IF;
+    END IF;
+
+    FOR i IN 1 .. coalesce(array_length(p_read_streams, 1), 0) LOOP
+        IF p_read_locks[i] = 1 THEN
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_read_streams[i]::text, 7));
+        ELSIF p_read_locks[i] = 2 THEN
+            PERFORM pg_advisory_xact_lock(hashtextextended(p_read_streams[i]::text, 7));
+        END IF;
+        SELECT coalesce(max(e.version), 0) INTO current
+        FROM event_store.events e WHERE e.stream_id = p_read_streams[i];
+        IF current <> p_read_versions[i] THEN
+            RETURN QUERY SELECT 'stale'::text, current, p_read_streams[i]::text, NULL::jsonb;
+            RETURN;
+        END IF;
+    END LOOP;
+
+    -- Checked under the actor's lock (the caller reads the actor's stream
+    -- shared): ending a session takes it exclusively.
+    IF p_session_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM auth.sessions s
+        WHERE s.id = p_session_id AND s.user_id = p_actor_id AND s.revoked_at IS NULL
+    ) THEN
+        RETURN QUERY SELECT 'session_ended'::text, NULL::int, NULL::text, NULL::jsonb;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(max(e.version), 0) INTO current
+    FROM event_store.events e WHERE e.stream_id = p_stream_id;
+    IF current <> p_base_version THEN
+        RETURN QUERY SELECT 'stale'::text, current, p_stream_id::text, NULL::jsonb;
+        RETURN;
+    END IF;
+
+    -- Which candidate each claim gets, before anything is written.
+    FOR claim IN SELECT * FROM jsonb_array_elements(coalesce(p_claims, '[]'::jsonb)) LOOP
+        SELECT c.value INTO chosen
+        FROM jsonb_array_elements_text(claim->'candidates') WITH ORDINALITY AS c(value, rank)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM event_store.unique_claims u
+            WHERE u.kind = claim->>'kind' AND u.value = c.value AND u.stream_id <> p_stream_id
+        )
+        ORDER BY c.rank LIMIT 1;
+        IF chosen IS NULL THEN
+            taken := taken || (claim->>'kind');
+        END IF;
+        chosen_values := chosen_values || chosen;
+    END LOOP;
+    IF array_length(taken, 1) > 0 THEN
+        RETURN QUERY SELECT 'taken'::text, NULL::int, array_to_string(taken, ','), NULL::jsonb;
+        RETURN;
+    END IF;
+
+    FOR i IN 1 .. coalesce(jsonb_array_length(p_claims), 0) LOOP
+        claim := p_claims->(i - 1);
+        INSERT INTO event_store.unique_claims (kind, value, stream_id)
+        VALUES (claim->>'kind', chosen_values[i], p_stream_id)
+        ON CONFLICT (kind, value) DO NOTHING;
+        IF NOT FOUND AND NOT EXISTS (
+            SELECT 1 FROM event_store.unique_claims u
+            WHERE u.kind = claim->>'kind' AND u.value = chosen_values[i] AND u.stream_id = p_stream_id
+        ) THEN
+            -- Claimed by a transaction that committed meanwhile: undo everything.
+            RAISE unique_violation USING
+                MESSAGE = format('%s %s is taken', claim->>'kind', chosen_values[i]),
+                CONSTRAINT = 'unique_claims_pkey';
+        END IF;
+        IF claim->>'field' IS NOT NULL THEN
+            payloads[1] := jsonb_set(payloads[1], ARRAY[claim->>'field'], to_jsonb(chosen_values[i]));
+        END IF;
+    END LOOP;
+
+    INSERT INTO event_store.events
+        (event_id, stream_id, stream_type, version, event_type, schema_version, payload,
+         command_id, correlation_id, causation_id, actor_id, metadata)
+    SELECT new.event_id, p_stream_id, p_stream_type, p_base_version + new.ordinality::int,
+           new.event_type, new.schema_version, new.payload,
+           p_command_id, p_correlation_id, p_command_id, p_actor_id, p_metadata
+    FROM unnest(p_event_ids, p_event_types, p_schema_versions, payloads)
+         WITH ORDINALITY AS new(event_id, event_type, schema_version, payload, ordinality)
+    ORDER BY new.ordinality;
+
+    IF p_idempotency_key IS NOT NULL THEN
+        INSERT INTO event_store.idempotency_keys (caller, key, request_hash, response, expires_at)
+        VALUES (p_idempotency_caller, p_idempotency_key, p_fingerprint,
+                jsonb_build_object('streamId', p_stream_id, 'streamType', p_stream_type,
+                                   'version', p_base_version + events),
+                now() + make_interval(secs => p_idempotency_ttl))
+        ON CONFLICT (caller, key) DO UPDATE
+          SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
+              created_at = now(), expires_at = EXCLUDED.expires_at;
+    END IF;
+
+    RETURN QUERY SELECT 'appended'::text, p_base_version + events, NULL::text, NULL::jsonb;
+END $$;

@@ -1,0 +1,219 @@
+//! A command decides on what it read and appends in one statement, which
+//! checks that nothing it read has moved. These race a command against the
+//! change that would make it wrong, and assert on the event store's order:
+//! what one statement checked can never be overtaken.
+
+use std::collections::HashSet;
+
+use chronicle_schema::Role;
+use chronicle_tests::{Session, TestApp};
+use futures::future::join_all;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The position of a stream's event of this type (the first one).
+async fn position_of(app: &TestApp, stream_id: Uuid, event_type: &str) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT min(position) FROM event_store.events WHERE stream_id = $1 AND event_type = $2",
+    )
+    .bind(stream_id)
+    .bind(event_type)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Sends a command straight to one command-service.
+async fn command(app: &TestApp, url: &str, session: &Session, command: Value) -> Value {
+    let response = app
+        .http
+        .post(format!("{url}/v1/commands"))
+        .header("x-service-token", &app.command_api_token)
+        .bearer_auth(&session.access_token)
+        .json(&json!({
+            "commandId": Uuid::now_v7(), "correlationId": Uuid::now_v7(), "command": command,
+        }))
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
+/// Only published posts take comments: a comment and an unpublish of its
+/// post, sent together, never end with the comment appended after the
+/// unpublish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_racing_an_unpublish_never_lands_on_an_unpublished_post() {
+    let app = TestApp::spawn().await;
+    let (_, author) = app.signed_in("author").await;
+    let (_, reader) = app.signed_in("reader").await;
+    let mut posts = Vec::new();
+    for index in 0..15 {
+        let post = command(
+            &app,
+            app.command_url(),
+            &author,
+            json!({"type": "CreatePost", "title": format!("Post {index}"), "body": "b", "tags": [], "slug": null}),
+        )
+        .await["streamId"]
+            .as_str()
+            .unwrap()
+            .parse::<Uuid>()
+            .unwrap();
+        command(
+            &app,
+            app.command_url(),
+            &author,
+            json!({"type": "PublishPost", "postId": post, "expectedVersion": null}),
+        )
+        .await;
+        posts.push(post);
+    }
+
+    let races = posts.iter().map(|post| {
+        let (app, author, reader) = (&app, &author, &reader);
+        async move {
+            let comment = command(
+                app,
+                app.command_url(),
+                reader,
+                json!({"type": "AddComment", "postId": post, "body": "first!", "parentId": null}),
+            );
+            let unpublish = command(
+                app,
+                app.command_url(),
+                author,
+                json!({"type": "UnpublishPost", "postId": post, "expectedVersion": null}),
+            );
+            let (comment, _) = futures::join!(comment, unpublish);
+            comment["streamId"]
+                .as_str()
+                .map(|id| id.parse::<Uuid>().unwrap())
+        }
+    });
+    let comments = join_all(races).await;
+
+    let mut landed = 0;
+    for (post, comment) in posts.iter().zip(comments) {
+        let unpublished = position_of(&app, *post, "PostUnpublished").await.unwrap();
+        if let Some(comment) = comment {
+            landed += 1;
+            let added = position_of(&app, comment, "CommentAdded").await.unwrap();
+            assert!(
+                added < unpublished,
+                "a comment was appended after its post was unpublished"
+            );
+        }
+    }
+    eprintln!(
+        "{landed} of {} comments landed before the unpublish",
+        posts.len()
+    );
+}
+
+/// A role or an account is checked where the command appends: a post sent
+/// together with its author's deactivation is refused, or appended before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_racing_its_authors_deactivation_lands_before_it_or_not_at_all() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.signed_in_as("admin", Role::Admin).await;
+    let mut authors = Vec::new();
+    for index in 0..12 {
+        authors.push(app.signed_in(&format!("author{index}")).await);
+    }
+
+    let races = authors.iter().map(|(user, session)| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let post = command(
+                app,
+                app.command_url(),
+                session,
+                json!({"type": "CreatePost", "title": "Racing", "body": "b", "tags": [], "slug": null}),
+            );
+            let deactivate = command(
+                app,
+                app.command_url(),
+                admin,
+                json!({"type": "DeactivateUser", "userId": user.id, "expectedVersion": null}),
+            );
+            let (post, _) = futures::join!(post, deactivate);
+            post["streamId"].as_str().map(|id| id.parse::<Uuid>().unwrap())
+        }
+    });
+    let posts = join_all(races).await;
+
+    for ((user, _), post) in authors.iter().zip(posts) {
+        let deactivated = position_of(&app, user.id, "UserDeactivated").await.unwrap();
+        if let Some(post) = post {
+            let created = position_of(&app, post, "PostCreated").await.unwrap();
+            assert!(
+                created < deactivated,
+                "a post was appended after its author was deactivated"
+            );
+        }
+    }
+}
+
+/// Slug candidates are claimed by the append itself: concurrent posts with
+/// one title all succeed, each with a slug of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posts_with_one_title_all_get_a_slug_of_their_own() {
+    let app = TestApp::spawn().await;
+    let (_, ada) = app.signed_in("ada").await;
+    let (_, bob) = app.signed_in("bob").await;
+    let creates = (0..16).map(|index| {
+        let session = if index % 2 == 0 { &ada } else { &bob };
+        app.graphql(
+            "mutation($input: CreatePostInput!) { createPost(input: $input) { post { slug } } }",
+        )
+        .variables(json!({"input": {"title": "Event sourcing, again", "body": "b", "tags": []}}))
+        .bearer(&session.access_token)
+        .send()
+    });
+    let responses = join_all(creates).await;
+    let slugs: HashSet<String> = responses
+        .iter()
+        .map(|response| {
+            response.data()["createPost"]["post"]["slug"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(slugs.len(), 16, "{slugs:?}");
+    assert!(slugs.contains("event-sourcing-again"));
+}
+
+/// Each instance keeps the aggregates it read; one that is behind (another
+/// instance wrote since) still decides on the store's state: a change
+/// without an expected version is kept, one with the version the other
+/// instance answered is accepted, and a stale one is a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_cache_is_behind_decides_on_the_stores_state() {
+    let app = TestApp::spawn().await;
+    let other = app.spawn_extra_command_service().await;
+    let (ada, session) = app.signed_in("ada").await;
+    let rename = |name: &str, expected: Option<i64>| json!({"type": "UpdateProfile", "displayName": name, "bio": null, "expectedVersion": expected});
+    // Both instances read Ada at version 1.
+    let first = command(&app, app.command_url(), &session, rename("Ada A", None)).await;
+    assert_eq!(first["version"], 2, "{first}");
+    let second = command(&app, other.url(), &session, rename("Ada B", None)).await;
+    assert_eq!(second["version"], 3, "{second}");
+    // The first instance last saw version 2; the store is at 3.
+    let third = command(&app, app.command_url(), &session, rename("Ada C", Some(3))).await;
+    assert_eq!(third["version"], 4, "{third}");
+    let stale = command(&app, other.url(), &session, rename("Ada D", Some(3))).await;
+    assert_eq!(stale["code"], "CONFLICT", "{stale}");
+    let kept = command(&app, other.url(), &session, rename("Ada E", None)).await;
+    assert_eq!(kept["version"], 5, "{kept}");
+
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'displayName' FROM event_store.events WHERE stream_id = $1 AND version > 1 ORDER BY version",
+    )
+    .bind(ada.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(names, ["Ada A", "Ada B", "Ada C", "Ada E"]);
+}
