@@ -94,6 +94,14 @@ impl CommandApi {
         }
     }
 
+    /// The same clients, sending to another instance of the API.
+    pub fn at(&self, base_url: &str) -> CommandApi {
+        CommandApi {
+            endpoint: format!("{}/v1/commands", base_url.trim_end_matches('/')),
+            ..self.clone()
+        }
+    }
+
     pub fn clients(&self) -> usize {
         self.headers.len()
     }

@@ -263,22 +263,31 @@ impl Results {
             }
         }
         for (index, round) in details.append.iter().enumerate() {
+            let extra = |system: &str, field: &str| {
+                round
+                    .extra
+                    .as_ref()
+                    .and_then(|extra| extra[system][field].as_f64())
+                    .unwrap_or(0.0)
+            };
             let _ = writeln!(
                 out,
-                "- append round {}: Chronicle {:.0} commands/s (p99 {:.1} ms), raw Postgres {:.0} inserts/s, cqrs-es {:.0} commands/s",
+                "- append round {}: Chronicle {:.0} commands/s (p99 {:.1} ms), the write path alone {:.0} commands/s (p99 {:.1} ms), raw Postgres {:.0} inserts/s, cqrs-es {:.0} commands/s",
                 index + 1,
                 round.chronicle["commands_per_second"]
                     .as_f64()
                     .unwrap_or(0.0),
                 round.chronicle["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
-                round.baseline["raw_postgres_inserts_per_second"]
-                    .as_f64()
-                    .unwrap_or(0.0),
+                extra("write_path_alone", "commands_per_second"),
                 round
                     .extra
                     .as_ref()
-                    .and_then(|extra| extra["commands_per_second"].as_f64())
-                    .unwrap_or(0.0)
+                    .and_then(|extra| extra["write_path_alone"]["latency"]["p99_ms"].as_f64())
+                    .unwrap_or(0.0),
+                round.baseline["raw_postgres_inserts_per_second"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+                extra("cqrs_es", "commands_per_second"),
             );
         }
         for (index, round) in details.reads.iter().enumerate() {

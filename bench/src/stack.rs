@@ -67,6 +67,27 @@ impl Process {
         self.child.id()
     }
 
+    /// Freezes the process (SIGSTOP) until `resume`: it does nothing and
+    /// holds nothing but its connections meanwhile.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("the process has exited")?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// Peak resident set size since start or the last `reset_peak`, in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
@@ -122,6 +143,10 @@ pub struct Chronicle {
     pub jwt_secret: String,
     pub service_token: String,
     pub search_index_dir: PathBuf,
+    topic: String,
+    kafka_brokers: String,
+    bin_dir: PathBuf,
+    logs: PathBuf,
 }
 
 impl Chronicle {
@@ -181,7 +206,36 @@ impl Chronicle {
             jwt_secret,
             service_token,
             search_index_dir,
+            topic,
+            kafka_brokers: environment.kafka_brokers.clone(),
+            bin_dir: environment.bin_dir.clone(),
+            logs,
         })
+    }
+
+    /// Another command-service on the same database, without a relay: the
+    /// write path alone (with the stack's relay and projector paused).
+    pub async fn start_write_only_command_service(&self) -> anyhow::Result<Process> {
+        let port = free_port()?;
+        let mut command = Command::new(self.bin_dir.join("command-service"));
+        command
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &self.database_url)
+            .env("DATABASE_MAX_CONNECTIONS", "40")
+            .env("KAFKA_BROKERS", &self.kafka_brokers)
+            .env("KAFKA_TOPIC", &self.topic)
+            .env("JWT_SECRET", &self.jwt_secret)
+            .env("COMMAND_API_TOKEN", &self.service_token)
+            .env("RELAY_ENABLED", "false")
+            .env("RUST_LOG", "warn");
+        Process::start(
+            "command-service-write-only",
+            command,
+            port,
+            "/health/ready",
+            &self.logs,
+        )
+        .await
     }
 
     pub fn processes(&self) -> [&Process; 3] {

@@ -46,6 +46,18 @@ impl CommandError {
         }
     }
 
+    /// A decision's answer about the request (not a failure of the
+    /// service): made on other state, it could be another.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            CommandError::Invalid(_)
+                | CommandError::RateLimited { .. }
+                | CommandError::Unavailable(_)
+                | CommandError::Internal(_)
+        )
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             CommandError::Invalid(_) => ErrorCode::BadUserInput,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::aggregates::User;
 use crate::error::CommandError;
-use crate::event_store::{self, AppendContext};
+use crate::event_store::{self, Append, AppendContext, Appended, Lock, Read};
 
 /// Gives the user with `email` the `role`; answers the user's id and version.
 pub async fn set_role(pool: &PgPool, email: &str, role: Role) -> Result<(Uuid, i32), CommandError> {
@@ -27,26 +27,43 @@ pub async fn set_role(pool: &PgPool, email: &str, role: Role) -> Result<(Uuid, i
         return Ok((user_id, user.version));
     }
     let command_id = Uuid::now_v7();
-    let version = event_store::append(
-        &mut transaction,
-        user_id,
-        StreamType::User,
-        user.version,
-        &[DomainEvent::User(UserEvent::RoleChanged(UserRoleChanged {
-            role,
-        }))],
-        &EventMetadata {
-            command_id,
-            correlation_id: command_id,
-            causation_id: command_id,
-            actor_id: None,
-            traceparent: None,
-        },
-        &AppendContext {
-            request_id: Some("operator:set-role".to_owned()),
+    // As `ChangeRole` does: the user's lock, exclusively, so a command of
+    // theirs racing this lands before it or is decided on the new role.
+    let appended = event_store::append_decision(
+        &mut *transaction,
+        &Append {
+            stream_id: user_id,
+            stream_type: StreamType::User,
+            base_version: user.version,
+            events: &[DomainEvent::User(UserEvent::RoleChanged(UserRoleChanged {
+                role,
+            }))],
+            metadata: &EventMetadata {
+                command_id,
+                correlation_id: command_id,
+                causation_id: command_id,
+                actor_id: None,
+                traceparent: None,
+            },
+            context: &AppendContext {
+                request_id: Some("operator:set-role".to_owned()),
+            },
+            session: None,
+            reads: &[Read {
+                stream_id: user_id,
+                version: user.version,
+                lock: Lock::Exclusive,
+            }],
+            claims: &[],
+            idempotency: None,
         },
     )
     .await?;
+    let Appended::Appended { version } = appended else {
+        return Err(CommandError::conflict(
+            "the user changed meanwhile; run the command again",
+        ));
+    };
     transaction.commit().await?;
     Ok((user_id, version))
 }

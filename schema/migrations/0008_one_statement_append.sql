@@ -8,6 +8,10 @@
 CREATE FUNCTION event_store.appenders_key() RETURNS bigint
     LANGUAGE sql IMMUTABLE AS $$ SELECT 4706349869198230866::bigint $$;  -- "APPENDER"
 
+-- Idempotency keys' advisory locks: the two-key form, class "IDEM".
+CREATE FUNCTION event_store.idempotency_lock_class() RETURNS int
+    LANGUAGE sql IMMUTABLE AS $$ SELECT 1229210957 $$;
+
 -- A safety net for writers that append without `event_store.append` (an
 -- operator's INSERT): the lock is taken before the statement writes, so
 -- before a transaction that writes nothing else gets its id.
@@ -78,8 +82,8 @@ DECLARE
     found_reply jsonb;
     current     int;
     claim       jsonb;
+    candidate   text;
     chosen      text;
-    chosen_values text[] := '{}';
     taken       text[] := '{}';
     payloads    jsonb[] := p_payloads;
     events      int := coalesce(array_length(p_event_ids, 1), 0);
@@ -87,7 +91,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(event_store.appenders_key());
 
     IF p_idempotency_key IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended(p_idempotency_caller || ':' || p_idempotency_key, 0));
+        -- The two-key form: a space of its own, apart from the streams' locks.
+        PERFORM pg_advisory_xact_lock(event_store.idempotency_lock_class(),
+                                      hashtext(p_idempotency_caller || ':' || p_idempotency_key));
         SELECT k.request_hash, k.response INTO found_hash, found_reply
         FROM event_store.idempotency_keys k
         WHERE k.caller = p_idempotency_caller AND k.key = p_idempotency_key AND k.expires_at > now();
@@ -132,41 +138,51 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Which candidate each claim gets, before anything is written.
+    -- Whether each claim has a free candidate, before anything is written
+    -- (one lookup by key per candidate).
     FOR claim IN SELECT * FROM jsonb_array_elements(coalesce(p_claims, '[]'::jsonb)) LOOP
-        SELECT c.value INTO chosen
-        FROM jsonb_array_elements_text(claim->'candidates') WITH ORDINALITY AS c(value, rank)
-        WHERE NOT EXISTS (
-            SELECT 1 FROM event_store.unique_claims u
-            WHERE u.kind = claim->>'kind' AND u.value = c.value AND u.stream_id <> p_stream_id
-        )
-        ORDER BY c.rank LIMIT 1;
+        chosen := NULL;
+        FOREACH candidate IN ARRAY ARRAY(SELECT jsonb_array_elements_text(claim->'candidates')) LOOP
+            PERFORM 1 FROM event_store.unique_claims u
+            WHERE u.kind = claim->>'kind' AND u.value = candidate AND u.stream_id <> p_stream_id;
+            IF NOT FOUND THEN
+                chosen := candidate;
+                EXIT;
+            END IF;
+        END LOOP;
         IF chosen IS NULL THEN
             taken := taken || (claim->>'kind');
         END IF;
-        chosen_values := chosen_values || chosen;
     END LOOP;
     IF array_length(taken, 1) > 0 THEN
         RETURN QUERY SELECT 'taken'::text, NULL::int, array_to_string(taken, ','), NULL::jsonb;
         RETURN;
     END IF;
 
-    FOR i IN 1 .. coalesce(jsonb_array_length(p_claims), 0) LOOP
-        claim := p_claims->(i - 1);
-        INSERT INTO event_store.unique_claims (kind, value, stream_id)
-        VALUES (claim->>'kind', chosen_values[i], p_stream_id)
-        ON CONFLICT (kind, value) DO NOTHING;
-        IF NOT FOUND AND NOT EXISTS (
-            SELECT 1 FROM event_store.unique_claims u
-            WHERE u.kind = claim->>'kind' AND u.value = chosen_values[i] AND u.stream_id = p_stream_id
-        ) THEN
-            -- Claimed by a transaction that committed meanwhile: undo everything.
+    -- Claim: the first candidate that is free when inserted (one taken by a
+    -- transaction that committed since the look-up is passed over). If none
+    -- is left, the statement fails as a whole and the command is decided again.
+    FOR claim IN SELECT * FROM jsonb_array_elements(coalesce(p_claims, '[]'::jsonb)) LOOP
+        chosen := NULL;
+        FOREACH candidate IN ARRAY ARRAY(SELECT jsonb_array_elements_text(claim->'candidates')) LOOP
+            INSERT INTO event_store.unique_claims (kind, value, stream_id)
+            VALUES (claim->>'kind', candidate, p_stream_id)
+            ON CONFLICT (kind, value) DO NOTHING;
+            IF FOUND OR EXISTS (
+                SELECT 1 FROM event_store.unique_claims u
+                WHERE u.kind = claim->>'kind' AND u.value = candidate AND u.stream_id = p_stream_id
+            ) THEN
+                chosen := candidate;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF chosen IS NULL THEN
             RAISE unique_violation USING
-                MESSAGE = format('%s %s is taken', claim->>'kind', chosen_values[i]),
+                MESSAGE = format('every %s candidate was claimed concurrently', claim->>'kind'),
                 CONSTRAINT = 'unique_claims_pkey';
         END IF;
         IF claim->>'field' IS NOT NULL THEN
-            payloads[1] := jsonb_set(payloads[1], ARRAY[claim->>'field'], to_jsonb(chosen_values[i]));
+            payloads[1] := jsonb_set(payloads[1], ARRAY[claim->>'field'], to_jsonb(chosen));
         END IF;
     END LOOP;
 

@@ -217,3 +217,59 @@ async fn an_instance_whose_cache_is_behind_decides_on_the_stores_state() {
     .unwrap();
     assert_eq!(names, ["Ada A", "Ada B", "Ada C", "Ada E"]);
 }
+
+/// What the cache says about the actor never outlives the store: an admin
+/// demoted behind this instance's back (by the operator tool) cannot promote
+/// themselves again through it, and a user promoted behind its back acts
+/// with the new role at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_changed_behind_the_caches_back_applies_at_once() {
+    let app = TestApp::spawn().await;
+    let (admin, admin_session) = app.signed_in_as("admin", Role::Admin).await;
+    let (user, user_session) = app.signed_in("user").await;
+    let (other, _) = app.signed_in("other").await;
+    // Both are cached by this instance, as they are now.
+    for session in [&admin_session, &user_session] {
+        let created = command(
+            &app,
+            app.command_url(),
+            session,
+            json!({"type": "CreatePost", "title": "Cached", "body": "b", "tags": [], "slug": null}),
+        )
+        .await;
+        assert!(created["version"].is_number(), "{created}");
+    }
+
+    let (_, demoted_at) = command_service::operator::set_role(&app.pool, &admin.email, Role::User)
+        .await
+        .unwrap();
+    let promote_self = command(
+        &app,
+        app.command_url(),
+        &admin_session,
+        json!({"type": "ChangeRole", "userId": admin.id, "role": "ADMIN", "expectedVersion": demoted_at}),
+    )
+    .await;
+    assert_eq!(promote_self["code"], "FORBIDDEN", "{promote_self}");
+    // Their own profile, at the version they were demoted to, is theirs to change.
+    let renamed = command(
+        &app,
+        app.command_url(),
+        &admin_session,
+        json!({"type": "UpdateProfile", "displayName": "Former admin", "bio": null, "expectedVersion": demoted_at}),
+    )
+    .await;
+    assert_eq!(renamed["version"], demoted_at + 1, "{renamed}");
+
+    command_service::operator::set_role(&app.pool, &user.email, Role::Admin)
+        .await
+        .unwrap();
+    let promoted = command(
+        &app,
+        app.command_url(),
+        &user_session,
+        json!({"type": "ChangeRole", "userId": other.id, "role": "MODERATOR", "expectedVersion": null}),
+    )
+    .await;
+    assert_eq!(promoted["version"], 2, "{promoted}");
+}

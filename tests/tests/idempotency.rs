@@ -174,3 +174,53 @@ async fn no_idempotency_record_keeps_a_password_or_a_hash_of_one() {
     .unwrap();
     assert!(!dump.contains(password));
 }
+
+/// A retry after the first request succeeded answers its first outcome even
+/// where deciding again would refuse: the post it deleted is gone, the
+/// version it expected has moved on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_success_answers_the_first_outcome_where_deciding_again_would_refuse() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("ada").await;
+    let post = app.published_post(&session, "Short-lived", &[]).await;
+    let delete = || {
+        app.graphql("mutation($id: ID!) { deletePost(id: $id) { version } }")
+            .variables(json!({"id": post}))
+            .bearer(&session.access_token)
+            .header("idempotency-key", "delete-once")
+            .send()
+    };
+    let first = delete().await;
+    let retried = delete().await;
+    assert_eq!(retried.data()["deletePost"], first.data()["deletePost"]);
+
+    let rename = |name: &'static str| {
+        app.graphql(
+            "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
+        )
+        .variables(json!({"input": {"displayName": name, "expectedVersion": 1}}))
+        .bearer(&session.access_token)
+        .header("idempotency-key", "rename-once")
+        .send()
+    };
+    let first = rename("Ada L.").await;
+    assert_eq!(first.data()["updateProfile"]["version"], 2);
+    let before = events(&app).await;
+    let retried = rename("Ada L.").await;
+    assert_eq!(
+        retried.data()["updateProfile"],
+        first.data()["updateProfile"]
+    );
+    // Another input under the key is refused as such, not as a stale version.
+    let other = rename("Someone else").await;
+    assert_eq!(other.error_code(), "CONFLICT");
+    assert!(
+        other.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{}",
+        other.body
+    );
+    assert_eq!(events(&app).await, before);
+}

@@ -55,6 +55,18 @@ pub enum Presented {
 /// transaction, whatever the caller does next.
 pub async fn spend(pool: &PgPool, token: &str) -> Result<Presented, CommandError> {
     let mut transaction = pool.begin().await?;
+    // The user's lock before the token's row: a deactivation or sign-out
+    // takes them in that order too (no deadlock with a reuse's revocation).
+    let Some(user_id) = sqlx::query_scalar!(
+        "SELECT user_id FROM auth.refresh_tokens WHERE token_hash = $1",
+        hash(token)
+    )
+    .fetch_optional(&mut *transaction)
+    .await?
+    else {
+        return Ok(Presented::Invalid("the refresh token is invalid"));
+    };
+    crate::event_store::lock_stream(&mut transaction, user_id).await?;
     let Some(row) = sqlx::query!(
         r#"SELECT family_id, user_id, expires_at < now() AS "expired!", spent_at IS NOT NULL AS "spent!",
                   revoked_at IS NOT NULL AS "revoked!"

@@ -5,12 +5,17 @@
 //! it; concurrent requests with one key are serialised there by a
 //! transaction-scoped advisory lock on (caller, key), taken before anything
 //! is read (advisory locks assign no transaction id: the relay's order holds).
+//! A retry whose decision is refused (the post it deleted is gone, the
+//! version it expected moved on) looks the key up before answering.
 
-use chronicle_schema::Command;
+use chronicle_schema::{Command, CommandReply};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use sqlx::PgPool;
 
+use super::Written;
 use crate::error::CommandError;
+use crate::event_store::StoredOutcome;
 
 pub const MAX_KEY_LENGTH: usize = 255;
 
@@ -66,6 +71,57 @@ impl IdempotencyScope {
             request_hash: fingerprint_key.fingerprint(&request),
         })
     }
+}
+
+/// What an idempotency key holds already.
+pub enum Recorded {
+    /// This request's first outcome.
+    Same(StoredOutcome),
+    /// The key came with another request.
+    Other,
+}
+
+impl Recorded {
+    pub fn reply(self) -> Result<CommandReply, CommandError> {
+        match self {
+            Recorded::Same(stored) => Ok(Written {
+                stream_id: stored.stream_id,
+                stream_type: stored.stream_type,
+                version: stored.version,
+            }
+            .reply()),
+            Recorded::Other => Err(key_reused()),
+        }
+    }
+}
+
+pub fn key_reused() -> CommandError {
+    CommandError::conflict("this Idempotency-Key was already used with a different request")
+}
+
+/// The key's record, if it has one (a read: the append statement checks it
+/// again under the key's lock).
+pub async fn find(
+    pool: &PgPool,
+    scope: &IdempotencyScope,
+) -> Result<Option<Recorded>, CommandError> {
+    let Some(row) = sqlx::query!(
+        r#"SELECT request_hash, response FROM event_store.idempotency_keys
+           WHERE caller = $1 AND key = $2 AND expires_at > now()"#,
+        scope.caller,
+        scope.key
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if row.request_hash != scope.request_hash {
+        return Ok(Some(Recorded::Other));
+    }
+    let stored = serde_json::from_value(row.response)
+        .map_err(|error| CommandError::Internal(format!("stored idempotent outcome: {error}")))?;
+    Ok(Some(Recorded::Same(stored)))
 }
 
 /// Deletes expired keys; run periodically.

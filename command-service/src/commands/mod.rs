@@ -175,18 +175,56 @@ impl Execution<'_> {
             })
             .transpose()?;
         let mut last_conflict = 0;
+        // Decide on cached state first; after a refusal, or reads that do not
+        // agree, on the store's.
+        let mut from_store = false;
         for attempt_number in 1..=MAX_ATTEMPTS {
             let mut attempt = Attempt {
                 execution: self,
                 reads: Vec::new(),
                 actor: None,
+                from_store,
+                cached: Vec::new(),
             };
-            let decided = handler.decide(&mut attempt).await?;
+            let decided = match handler.decide(&mut attempt).await {
+                Ok(decided) => decided,
+                Err(error) => {
+                    if !attempt.cached.is_empty() && error.is_refusal() {
+                        // A cache behind may refuse what the store allows.
+                        for stream_id in &attempt.cached {
+                            self.services.aggregates.forget(*stream_id);
+                        }
+                        from_store = true;
+                        continue;
+                    }
+                    // A retry of a command that already succeeded (a post
+                    // deleted, a version moved on) answers its first outcome.
+                    if let Some(scope) = &idempotency
+                        && error.is_refusal()
+                        && let Some(recorded) =
+                            idempotency::find(&self.services.pool, scope).await?
+                    {
+                        return recorded.reply();
+                    }
+                    return Err(error);
+                }
+            };
             let Attempt {
                 mut reads, actor, ..
             } = attempt;
-            // One entry per stream, with the strongest lock asked for it.
+            // One entry per stream, with the strongest lock asked for it. A
+            // stream read at two versions (the actor is the target, and it
+            // moved in between) is decided again.
             reads.sort_by_key(|read| (read.stream_id, std::cmp::Reverse(read.lock as i32)));
+            if reads.windows(2).any(|pair| {
+                pair[0].stream_id == pair[1].stream_id && pair[0].version != pair[1].version
+            }) {
+                for read in &reads {
+                    self.services.aggregates.forget(read.stream_id);
+                }
+                from_store = true;
+                continue;
+            }
             reads.dedup_by_key(|read| read.stream_id);
             let metadata = self.metadata(actor.as_ref());
             let context = AppendContext {
@@ -234,11 +272,7 @@ impl Execution<'_> {
                     }
                     .reply());
                 }
-                Ok(Appended::KeyReused) => {
-                    return Err(CommandError::conflict(
-                        "this Idempotency-Key was already used with a different request",
-                    ));
-                }
+                Ok(Appended::KeyReused) => return Err(idempotency::key_reused()),
                 Ok(Appended::SessionEnded) => {
                     return Err(CommandError::Unauthenticated(
                         "the session has ended (signed out, or the account was secured); sign in again",
@@ -248,7 +282,9 @@ impl Execution<'_> {
                 Ok(Appended::Stale { stream_id, version }) => {
                     self.services.aggregates.forget(stream_id);
                     if stream_id == decided.stream_id {
-                        if let Some(expected) = handler.expected_version() {
+                        if let Some(expected) = handler.expected_version()
+                            && expected != version
+                        {
                             return Err(CommandError::StaleVersion {
                                 expected,
                                 current: version,
@@ -350,13 +386,13 @@ pub(crate) struct Attempt<'a> {
     execution: &'a Execution<'a>,
     reads: Vec<Read>,
     actor: Option<Actor>,
+    /// Read every stream from the store, not the cache.
+    from_store: bool,
+    /// Streams this attempt took from the cache.
+    cached: Vec<Uuid>,
 }
 
 impl Attempt<'_> {
-    pub fn services(&self) -> &CommandServices {
-        self.execution.services
-    }
-
     /// The signed-in actor, as the event store knows them. A role change,
     /// deactivation or signing out applies at once: those take the user's
     /// lock exclusively, the append takes it shared and checks their stream
@@ -415,34 +451,32 @@ impl Attempt<'_> {
         expected_version: Option<i32>,
         lock: Lock,
     ) -> Result<Loaded<A>, CommandError> {
-        let mut loaded = self.read::<A>(stream_id, lock).await?;
+        let loaded = self.read::<A>(stream_id, lock).await?;
         if let Some(expected) = expected_version
             && loaded.state.exists()
             && expected != loaded.version
         {
-            // The cache may be behind: ask the store before refusing.
-            self.services().aggregates.forget(stream_id);
-            self.reads.pop();
-            loaded = self.read::<A>(stream_id, lock).await?;
-            if expected != loaded.version {
-                return Err(CommandError::StaleVersion {
-                    expected,
-                    current: loaded.version,
-                });
-            }
+            // A refusal: made again on the store's state if this was cached.
+            return Err(CommandError::StaleVersion {
+                expected,
+                current: loaded.version,
+            });
         }
         Ok(loaded)
     }
 
     async fn load<A: Aggregate + Cached>(
-        &self,
+        &mut self,
         stream_id: Uuid,
     ) -> Result<Loaded<A>, CommandError> {
-        let cache = &self.services().aggregates;
-        if let Some((version, state)) = cache.get::<A>(stream_id) {
+        let cache = &self.execution.services.aggregates;
+        if !self.from_store
+            && let Some((version, state)) = cache.get::<A>(stream_id)
+        {
+            self.cached.push(stream_id);
             return Ok(Loaded { state, version });
         }
-        let mut connection = self.services().pool.acquire().await?;
+        let mut connection = self.execution.services.pool.acquire().await?;
         let loaded = event_store::load::<A>(&mut connection, stream_id).await?;
         if loaded.version > 0 {
             cache.keep(stream_id, loaded.version, &loaded.state);

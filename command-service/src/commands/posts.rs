@@ -14,8 +14,8 @@ use crate::error::CommandError;
 use crate::event_store::{Claim, Lock};
 use crate::validation::{FieldErrors, parse_body, parse_slug, parse_tags, parse_title, slugify};
 
-/// How many suffixed variants of a title-derived slug are offered.
-const SLUG_CANDIDATES: usize = 20;
+/// Numbered variants of a title-derived slug offered before a random one.
+const NUMBERED_SLUGS: usize = 10;
 
 pub(super) struct Create {
     title: String,
@@ -54,20 +54,21 @@ impl Create {
         })
     }
 
-    /// The requested slug (taken: a conflict), or the title's, then suffixed
-    /// variants of it: the append claims the first that is free.
+    /// The requested slug (taken: a conflict), or the title's, then numbered
+    /// variants of it, then one with the post id's random tail: the append
+    /// claims the first that is free.
     fn slug_candidates(&self) -> Vec<String> {
         if let Some(slug) = &self.requested_slug {
             return vec![slug.clone()];
         }
         let base = slugify(&self.title);
-        (0..SLUG_CANDIDATES)
-            .map(|attempt| match attempt {
-                0 => base.clone(),
-                1..10 => format!("{base}-{}", attempt + 1),
-                _ => format!("{base}-{}", &self.post_id.simple().to_string()[24..]),
-            })
-            .collect()
+        let mut candidates = vec![base.clone()];
+        candidates.extend((2..=NUMBERED_SLUGS).map(|number| format!("{base}-{number}")));
+        candidates.push(format!(
+            "{base}-{}",
+            &self.post_id.simple().to_string()[20..]
+        ));
+        candidates
     }
 }
 
