@@ -659,12 +659,22 @@ async fn recreate_database(admin_url: &str, database: &str) -> anyhow::Result<()
         .max_connections(1)
         .connect(admin_url)
         .await?;
-    // The name is the bench's own constant, never user input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+    // The name is the bench's own constant, never user input. An
+    // autovacuum worker in it (a superuser's process) cannot be ended by
+    // FORCE: it finishes soon, so try again.
+    let mut attempts = 0;
+    while let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
     )))
     .execute(&admin)
-    .await?;
+    .await
+    {
+        attempts += 1;
+        if attempts == 10 {
+            return Err(error.into());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         r#"CREATE DATABASE "{database}""#
     )))

@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
     pub relay_batch_size: i64,
 
+    /// How many group commits may be in flight at once (appends that arrive
+    /// meanwhile wait, and share the next one).
+    #[arg(long, env = "APPEND_COMMIT_WORKERS", default_value_t = 4)]
+    pub append_commit_workers: usize,
+
     /// Failed logins per account, or per client, before RATE_LIMITED.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: i64,

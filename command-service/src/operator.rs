@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::aggregates::User;
 use crate::error::CommandError;
-use crate::event_store::{self, Append, AppendContext, Appended, Lock, Read};
+use crate::event_store::{self, Append, Appended, Lock, Read};
 
 /// Gives the user with `email` the `role`; answers the user's id and version.
 pub async fn set_role(pool: &PgPool, email: &str, role: Role) -> Result<(Uuid, i32), CommandError> {
@@ -35,26 +35,24 @@ pub async fn set_role(pool: &PgPool, email: &str, role: Role) -> Result<(Uuid, i
             stream_id: user_id,
             stream_type: StreamType::User,
             base_version: user.version,
-            events: &[DomainEvent::User(UserEvent::RoleChanged(UserRoleChanged {
+            events: vec![DomainEvent::User(UserEvent::RoleChanged(UserRoleChanged {
                 role,
             }))],
-            metadata: &EventMetadata {
+            metadata: EventMetadata {
                 command_id,
                 correlation_id: command_id,
                 causation_id: command_id,
                 actor_id: None,
                 traceparent: None,
             },
-            context: &AppendContext {
-                request_id: Some("operator:set-role".to_owned()),
-            },
+            request_id: Some("operator:set-role".to_owned()),
             session: None,
-            reads: &[Read {
+            reads: vec![Read {
                 stream_id: user_id,
                 version: user.version,
                 lock: Lock::Exclusive,
             }],
-            claims: &[],
+            claims: Vec::new(),
             idempotency: None,
         },
     )

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::login_limit::{self, LoginLimits};
 use crate::commands::{self, CommandServices};
 use crate::config::Config;
+use crate::event_store::GroupCommit;
 use crate::http::{self, ApiState};
 use crate::outbox::{Relay, RelaySettings};
 
@@ -88,6 +89,7 @@ impl Application {
             fingerprint_key: commands::FingerprintKey::derive(jwt_secret.expose()),
             refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_seconds),
             aggregates: Arc::default(),
+            group_commit: GroupCommit::start(pool.clone(), config.append_commit_workers),
             login_limits: LoginLimits {
                 max_failures_per_account: config.login_max_failures,
                 max_failures_per_client: config.login_max_failures_per_client,

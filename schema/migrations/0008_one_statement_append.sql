@@ -63,7 +63,8 @@ CREATE FUNCTION event_store.append(
     p_session_id       uuid,
     -- Streams the decision read, at the versions it read them; 1 takes the
     -- stream's lock shared, 2 exclusively, 0 none. Sorted by the caller, one
-    -- entry per stream: locks are always taken in one order.
+    -- entry per stream: locks are always taken in one order. The target is
+    -- locked exclusively in any case; list it (exclusive) if it was read.
     p_read_streams     uuid[],
     p_read_versions    int[],
     p_read_locks       int[],
@@ -120,6 +121,11 @@ BEGIN
             RETURN;
         END IF;
     END LOOP;
+
+    -- The target, exclusively (a no-op when it was read so): no other
+    -- transaction appends to it from here until this one ends. A batch
+    -- (append_batch) relies on it for the relay's per-stream order.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream_id::text, 7));
 
     -- Checked under the actor's lock (the caller reads the actor's stream
     -- shared): ending a session takes it exclusively.
@@ -208,4 +214,79 @@ BEGIN
     END IF;
 
     RETURN QUERY SELECT 'appended'::text, p_base_version + events, NULL::text, NULL::jsonb;
+END $$;
+
+
+-- Group commit: the appends of many commands in one statement and one
+-- transaction, each checked by `event_store.append` in turn (so the outcome
+-- is that of running them one after another: an append to a stream an
+-- earlier one in the batch moved is `stale`). Every lock the appends take is
+-- taken first, in the one global order (idempotency keys, then streams by
+-- id), before anything is written: no cycle with another transaction, and
+-- no stream appended to here gains a version elsewhere once this
+-- transaction has its id. Columns c_* are per append; e_* (events) and r_*
+-- (streams read) name their append by its 1-based position.
+CREATE FUNCTION event_store.append_batch(
+    c_stream uuid[], c_type text[], c_base int[], c_command uuid[], c_correlation uuid[],
+    c_actor uuid[], c_metadata jsonb[], c_session uuid[], c_claims jsonb[],
+    c_caller text[], c_key text[], c_fingerprint text[], c_ttl float8[],
+    e_command int[], e_id uuid[], e_type text[], e_schema int2[], e_payload jsonb[],
+    r_command int[], r_stream uuid[], r_version int[], r_lock int[]
+) RETURNS TABLE (command int, outcome text, version int, detail text, stored jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    hash      int;
+    stream    uuid;
+    exclusive boolean;
+BEGIN
+    -- One lock at a time, in order (a loop: a set-returning PERFORM could
+    -- evaluate the calls in any order).
+    FOR hash IN
+        SELECT DISTINCT hashtext(i.caller || ':' || i.key)
+        FROM unnest(c_caller, c_key) AS i(caller, key) WHERE i.key IS NOT NULL
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(event_store.idempotency_lock_class(), hash);
+    END LOOP;
+    FOR stream, exclusive IN
+        SELECT l.stream, max(l.lock) = 2
+        FROM (SELECT r.stream, r.lock FROM unnest(r_stream, r_lock) AS r(stream, lock) WHERE r.lock > 0
+              UNION ALL
+              SELECT t.stream, 2 FROM unnest(c_stream) AS t(stream)) l
+        GROUP BY l.stream
+        ORDER BY l.stream
+    LOOP
+        IF exclusive THEN
+            PERFORM pg_advisory_xact_lock(hashtextextended(stream::text, 7));
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended(stream::text, 7));
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT c.n::int, a.outcome, a.version, a.detail, a.stored
+    FROM unnest(c_stream, c_type, c_base, c_command, c_correlation, c_actor, c_metadata,
+                c_session, c_claims, c_caller, c_key, c_fingerprint, c_ttl)
+         WITH ORDINALITY AS c(stream, stream_type, base, command_id, correlation_id, actor_id,
+                              metadata, session_id, claims, caller, key, fingerprint, ttl, n)
+    CROSS JOIN LATERAL event_store.append(
+        c.stream, c.stream_type, c.base,
+        ARRAY(SELECT e.id FROM unnest(e_command, e_id) WITH ORDINALITY AS e(command, id, i)
+              WHERE e.command = c.n ORDER BY e.i),
+        ARRAY(SELECT e.type FROM unnest(e_command, e_type) WITH ORDINALITY AS e(command, type, i)
+              WHERE e.command = c.n ORDER BY e.i),
+        ARRAY(SELECT e.schema FROM unnest(e_command, e_schema) WITH ORDINALITY AS e(command, schema, i)
+              WHERE e.command = c.n ORDER BY e.i),
+        ARRAY(SELECT e.payload FROM unnest(e_command, e_payload) WITH ORDINALITY AS e(command, payload, i)
+              WHERE e.command = c.n ORDER BY e.i),
+        c.command_id, c.correlation_id, c.actor_id, c.metadata, c.session_id,
+        ARRAY(SELECT r.stream FROM unnest(r_command, r_stream) WITH ORDINALITY AS r(command, stream, i)
+              WHERE r.command = c.n ORDER BY r.i),
+        ARRAY(SELECT r.version FROM unnest(r_command, r_version) WITH ORDINALITY AS r(command, version, i)
+              WHERE r.command = c.n ORDER BY r.i),
+        ARRAY(SELECT r.lock FROM unnest(r_command, r_lock) WITH ORDINALITY AS r(command, lock, i)
+              WHERE r.command = c.n ORDER BY r.i),
+        c.claims, c.caller, c.key, c.fingerprint, c.ttl
+    ) AS a
+    ORDER BY c.n;
 END $$;

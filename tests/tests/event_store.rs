@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chronicle_schema::events::{UserDeactivated, UserEvent, UserProfileUpdated};
 use chronicle_schema::{DomainEvent, EventMetadata, StreamType};
-use chronicle_tests::TestApp;
+use chronicle_tests::{TestApp, TestOptions};
 use command_service::event_store::{self, AppendContext, StoreError};
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -177,4 +177,72 @@ async fn the_store_is_read_in_numeric_transaction_order_one_event_at_a_time() {
         cursor = next;
     }
     assert_eq!(read, vec![first, second]);
+}
+
+fn renamed_by(stream_id: Uuid, base_version: i32, name: &str) -> event_store::Append {
+    let command_id = Uuid::now_v7();
+    event_store::Append {
+        stream_id,
+        stream_type: StreamType::User,
+        base_version,
+        events: vec![DomainEvent::User(UserEvent::ProfileUpdated(
+            UserProfileUpdated {
+                display_name: name.to_owned(),
+                bio: None,
+            },
+        ))],
+        metadata: EventMetadata {
+            command_id,
+            correlation_id: command_id,
+            causation_id: command_id,
+            actor_id: None,
+            traceparent: None,
+        },
+        request_id: None,
+        session: None,
+        reads: Vec::new(),
+        claims: Vec::new(),
+        idempotency: None,
+    }
+}
+
+/// Appends committed together (group commit) behave as if made one after
+/// another: the second of two decided on one version finds it moved on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_committed_together_behave_as_if_made_one_after_another() {
+    let app = TestApp::spawn_with(TestOptions {
+        projector: false,
+        relay: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let (shared, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let batch = [
+        renamed_by(shared, 0, "first"),
+        renamed_by(other, 0, "elsewhere"),
+        renamed_by(shared, 0, "second, on the same version"),
+    ];
+    let outcomes = event_store::append_batch(&app.pool, &batch.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcomes[0],
+        Ok(event_store::Appended::Appended { version: 1 })
+    ));
+    assert!(matches!(
+        outcomes[1],
+        Ok(event_store::Appended::Appended { version: 1 })
+    ));
+    assert!(
+        matches!(outcomes[2], Ok(event_store::Appended::Stale { stream_id, version: 1 }) if stream_id == shared),
+        "{:?}",
+        outcomes[2]
+    );
+    // One transaction: one transaction id for all they appended.
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT transaction_id) FROM event_store.events")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(transactions, 1);
 }

@@ -86,7 +86,7 @@ impl Handle for EditComment {
     async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
         let actor = attempt.require_actor().await?;
         let comment = attempt
-            .target::<Comment>(self.comment_id, self.expected_version, Lock::None)
+            .target::<Comment>(self.comment_id, self.expected_version)
             .await?;
         let events = comment.state.edit(&actor, self.body.clone())?;
         Ok(Decided::new::<Comment>(
@@ -110,7 +110,7 @@ impl Handle for DeleteComment {
     async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
         let actor = attempt.require_actor().await?;
         let comment = attempt
-            .target::<Comment>(self.comment_id, self.expected_version, Lock::Exclusive)
+            .target::<Comment>(self.comment_id, self.expected_version)
             .await?;
         let events = comment.state.delete(&actor)?;
         Ok(Decided::new::<Comment>(

@@ -30,15 +30,17 @@ use crate::aggregates::{Actor, Aggregate, Rejection, User};
 use crate::auth::login_limit::LoginLimits;
 use crate::error::CommandError;
 use crate::event_store::{
-    self, Append, AppendContext, Appended, Claim, Idempotency, Loaded, Lock, Read, StoreError,
+    self, Append, Appended, Claim, GroupCommit, Idempotency, Loaded, Lock, Read, StoreError,
 };
 
 pub use cache::AggregateCache;
 use cache::Cached;
 pub use idempotency::{FingerprintKey, purge_expired as purge_expired_idempotency_keys};
 
-/// How many times a decision is made again after what it read moved.
-const MAX_ATTEMPTS: usize = 5;
+/// How many times a decision is made at most. Each round of writers racing
+/// on one stream lets at least one of them through, so this is how many
+/// concurrent writers to one stream are all kept.
+const MAX_ATTEMPTS: usize = 16;
 
 /// What the command handlers share.
 #[derive(Clone)]
@@ -52,6 +54,7 @@ pub struct CommandServices {
     pub refresh_token_ttl: Duration,
     pub login_limits: LoginLimits,
     pub aggregates: Arc<AggregateCache>,
+    pub group_commit: GroupCommit,
 }
 
 /// Where a command comes from, beyond its envelope.
@@ -226,30 +229,27 @@ impl Execution<'_> {
                 continue;
             }
             reads.dedup_by_key(|read| read.stream_id);
-            let metadata = self.metadata(actor.as_ref());
-            let context = AppendContext {
-                request_id: self.request.request_id.clone(),
-            };
+            let appends_events = !decided.events.is_empty();
             let append = Append {
                 stream_id: decided.stream_id,
                 stream_type: decided.stream_type,
                 base_version: decided.base_version,
-                events: &decided.events,
-                metadata: &metadata,
-                context: &context,
+                events: decided.events,
+                metadata: self.metadata(actor.as_ref()),
+                request_id: self.request.request_id.clone(),
                 session: actor
                     .as_ref()
                     .and(self.claims.as_ref().and_then(|claims| claims.sid)),
-                reads: &reads,
-                claims: &decided.claims,
+                reads,
+                claims: decided.claims,
                 idempotency: idempotency.as_ref().map(|scope| Idempotency {
-                    caller: &scope.caller,
-                    key: &scope.key,
-                    fingerprint: &scope.request_hash,
+                    caller: scope.caller.clone(),
+                    key: scope.key.clone(),
+                    fingerprint: scope.request_hash.clone(),
                     ttl_seconds: self.services.idempotency_ttl_seconds,
                 }),
             };
-            let outcome = self.append(&append, decided.also).await;
+            let outcome = self.append(append, decided.also).await;
             let written = |version| Written {
                 stream_id: decided.stream_id,
                 stream_type: decided.stream_type,
@@ -259,7 +259,7 @@ impl Execution<'_> {
                 Ok(Appended::Appended { version }) => {
                     // Its cached state is behind now; the next read loads it.
                     self.services.aggregates.forget(decided.stream_id);
-                    if !decided.events.is_empty() {
+                    if appends_events {
                         self.services.relay_wake.notify_one();
                     }
                     return Ok(written(version).reply());
@@ -319,17 +319,18 @@ impl Execution<'_> {
         })
     }
 
-    /// The append, with what else commits with it, in one transaction.
+    /// The append, with what else commits with it, in one transaction; an
+    /// append alone shares one with whatever appends are in flight.
     async fn append(
         &self,
-        append: &Append<'_>,
+        append: Append,
         also: Option<AlsoWrite>,
     ) -> Result<Appended, StoreError> {
         let Some(also) = also else {
-            return event_store::append_decision(&self.services.pool, append).await;
+            return self.services.group_commit.append(append).await;
         };
         let mut transaction = self.services.pool.begin().await?;
-        let outcome = event_store::append_decision(&mut *transaction, append).await?;
+        let outcome = event_store::append_decision(&mut *transaction, &append).await?;
         if let Appended::Appended { .. } = outcome {
             match also {
                 AlsoWrite::Credentials {
@@ -444,14 +445,16 @@ impl Attempt<'_> {
     }
 
     /// The stream the command appends to, at the version the client expects
-    /// (a conflict if it is at another), or as it is.
+    /// (a conflict if it is at another), or as it is; locked exclusively
+    /// where it is appended.
     pub async fn target<A: Aggregate + Cached>(
         &mut self,
         stream_id: Uuid,
         expected_version: Option<i32>,
-        lock: Lock,
     ) -> Result<Loaded<A>, CommandError> {
-        let loaded = self.read::<A>(stream_id, lock).await?;
+        // Exclusive: the append locks its target so whether listed or not;
+        // listed, it is taken in order with the rest.
+        let loaded = self.read::<A>(stream_id, Lock::Exclusive).await?;
         if let Some(expected) = expected_version
             && loaded.state.exists()
             && expected != loaded.version

@@ -11,7 +11,7 @@ use super::{Attempt, Decided, Handle};
 use crate::aggregates::Post;
 use crate::aggregates::post::{Draft, Edit};
 use crate::error::CommandError;
-use crate::event_store::{Claim, Lock};
+use crate::event_store::Claim;
 use crate::validation::{FieldErrors, parse_body, parse_slug, parse_tags, parse_title, slugify};
 
 /// Numbered variants of a title-derived slug offered before a random one.
@@ -135,7 +135,7 @@ impl Handle for EditPost {
     async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
         let actor = attempt.require_actor().await?;
         let post = attempt
-            .target::<Post>(self.post_id, self.expected_version, Lock::None)
+            .target::<Post>(self.post_id, self.expected_version)
             .await?;
         let events = post.state.edit(
             &actor,
@@ -180,7 +180,7 @@ impl Handle for Transition {
     async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
         let actor = attempt.require_actor().await?;
         let post = attempt
-            .target::<Post>(self.post_id, self.expected_version, Lock::Exclusive)
+            .target::<Post>(self.post_id, self.expected_version)
             .await?;
         let events = match self.change {
             Change::Publish => post.state.publish(&actor),

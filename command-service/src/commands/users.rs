@@ -8,7 +8,7 @@ use crate::aggregates::User;
 use crate::aggregates::user::Registration;
 use crate::auth::password;
 use crate::error::CommandError;
-use crate::event_store::{Claim, Lock};
+use crate::event_store::Claim;
 use crate::validation::{
     DisplayName, Email, FieldErrors, Handle as UserHandle, Password, parse_bio,
 };
@@ -129,7 +129,7 @@ impl Handle for UpdateProfile {
     async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
         let actor = attempt.require_actor().await?;
         let user = attempt
-            .target::<User>(actor.id, self.expected_version, Lock::None)
+            .target::<User>(actor.id, self.expected_version)
             .await?;
         let events =
             user.state
@@ -154,7 +154,7 @@ impl Handle for ChangeRole {
     async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
         let actor = attempt.require_actor().await?;
         let user = attempt
-            .target::<User>(self.user_id, self.expected_version, Lock::Exclusive)
+            .target::<User>(self.user_id, self.expected_version)
             .await?;
         let events = user.state.change_role(&actor, self.role)?;
         Ok(Decided::new::<User>(self.user_id, user.version, events))
@@ -174,7 +174,7 @@ impl Handle for Deactivate {
     async fn decide(&self, attempt: &mut Attempt<'_>) -> Result<Decided, CommandError> {
         let actor = attempt.require_actor().await?;
         let user = attempt
-            .target::<User>(self.user_id, self.expected_version, Lock::Exclusive)
+            .target::<User>(self.user_id, self.expected_version)
             .await?;
         let events = user.state.deactivate(&actor)?;
         let mut decided = Decided::new::<User>(self.user_id, user.version, events);

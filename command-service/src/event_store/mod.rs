@@ -3,7 +3,13 @@
 //! Optimistic concurrency is the database's `UNIQUE (stream_id, version)`: two
 //! writers that decided on the same version cannot both commit; the loser gets
 //! `StoreError::Conflict`. There is no global lock on the append path: an
-//! append checks what its decision read and writes, in one statement.
+//! append checks what its decision read and writes, in one statement
+//! (`append_decision`), and concurrent appends share one transaction
+//! (`group_commit`).
+
+mod group_commit;
+
+pub use group_commit::{GroupCommit, append_batch};
 
 use chronicle_schema::events::{DecodeError, StoredEventRow};
 use chronicle_schema::{DomainEvent, EventMetadata, RecordedEvent, StreamType};
@@ -109,30 +115,74 @@ pub struct Claim {
 }
 
 /// An idempotency key's record: who sent it, the key, the request's fingerprint.
-#[derive(Clone, Copy, Debug)]
-pub struct Idempotency<'a> {
-    pub caller: &'a str,
-    pub key: &'a str,
-    pub fingerprint: &'a str,
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub caller: String,
+    pub key: String,
+    pub fingerprint: String,
     pub ttl_seconds: u64,
 }
 
 /// Everything one append checks and writes, in one statement.
 #[derive(Clone, Debug)]
-pub struct Append<'a> {
+pub struct Append {
     pub stream_id: Uuid,
     pub stream_type: StreamType,
     /// The version the decision was made on.
     pub base_version: i32,
-    pub events: &'a [DomainEvent],
-    pub metadata: &'a EventMetadata,
-    pub context: &'a AppendContext,
+    pub events: Vec<DomainEvent>,
+    pub metadata: EventMetadata,
+    pub request_id: Option<String>,
     /// The signed-in actor's session, which must still be open.
     pub session: Option<Uuid>,
-    /// The other streams the decision read (sorted by stream id).
-    pub reads: &'a [Read],
-    pub claims: &'a [Claim],
-    pub idempotency: Option<Idempotency<'a>>,
+    /// The streams the decision read (sorted by stream id, one entry each).
+    /// The target is locked exclusively whether listed or not; list it with
+    /// `Lock::Exclusive` when it was read, so every lock is taken in order.
+    pub reads: Vec<Read>,
+    pub claims: Vec<Claim>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An append's events as the statement takes them.
+struct Encoded {
+    event_ids: Vec<Uuid>,
+    event_types: Vec<&'static str>,
+    schema_versions: Vec<i16>,
+    payloads: Vec<serde_json::Value>,
+    metadata: serde_json::Value,
+    claims: serde_json::Value,
+}
+
+impl Append {
+    fn encode(&self) -> Encoded {
+        let mut metadata = json!({});
+        if let Some(traceparent) = &self.metadata.traceparent {
+            metadata["traceparent"] = json!(traceparent);
+        }
+        if let Some(request_id) = &self.request_id {
+            metadata["requestId"] = json!(request_id);
+        }
+        Encoded {
+            event_ids: self.events.iter().map(|_| Uuid::now_v7()).collect(),
+            event_types: self.events.iter().map(DomainEvent::event_type).collect(),
+            schema_versions: self
+                .events
+                .iter()
+                .map(DomainEvent::schema_version)
+                .collect(),
+            payloads: self.events.iter().map(DomainEvent::to_payload).collect(),
+            metadata,
+            claims: serde_json::to_value(&self.claims).expect("claims serialize"),
+        }
+    }
+
+    /// Counts what was appended.
+    fn record_appended(&self) {
+        for event in &self.events {
+            metrics::counter!("chronicle_events_appended_total", "event_type" => event.event_type())
+                .increment(1);
+        }
+    }
 }
 
 /// What an append answered.
@@ -169,83 +219,86 @@ pub struct StoredOutcome {
 /// the command. See that function for what is checked, and in which order.
 pub async fn append_decision(
     executor: impl sqlx::PgExecutor<'_>,
-    append: &Append<'_>,
+    append: &Append,
 ) -> Result<Appended, StoreError> {
-    let event_ids: Vec<Uuid> = append.events.iter().map(|_| Uuid::now_v7()).collect();
-    let event_types: Vec<&str> = append.events.iter().map(DomainEvent::event_type).collect();
-    let schema_versions: Vec<i16> = append
-        .events
-        .iter()
-        .map(DomainEvent::schema_version)
-        .collect();
-    let payloads: Vec<serde_json::Value> =
-        append.events.iter().map(DomainEvent::to_payload).collect();
-    let mut metadata = json!({});
-    if let Some(traceparent) = &append.metadata.traceparent {
-        metadata["traceparent"] = json!(traceparent);
-    }
-    if let Some(request_id) = &append.context.request_id {
-        metadata["requestId"] = json!(request_id);
-    }
+    let encoded = append.encode();
     let read_streams: Vec<Uuid> = append.reads.iter().map(|read| read.stream_id).collect();
     let read_versions: Vec<i32> = append.reads.iter().map(|read| read.version).collect();
     let read_locks: Vec<i32> = append.reads.iter().map(|read| read.lock as i32).collect();
-    let claims = serde_json::to_value(append.claims).expect("claims serialize");
-    let idempotency = append.idempotency;
-    let result = sqlx::query!(
+    let idempotency = append.idempotency.as_ref();
+    let row = sqlx::query!(
         r#"SELECT outcome AS "outcome!", version, detail, stored
            FROM event_store.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                                    $15, $16, $17, $18, $19, $20)"#,
         append.stream_id,
         append.stream_type.as_str(),
         append.base_version,
-        &event_ids,
-        &event_types as &[&str],
-        &schema_versions,
-        &payloads,
+        &encoded.event_ids,
+        &encoded.event_types as &[&str],
+        &encoded.schema_versions,
+        &encoded.payloads,
         append.metadata.command_id,
         append.metadata.correlation_id,
         append.metadata.actor_id,
-        metadata,
+        encoded.metadata,
         append.session,
         &read_streams,
         &read_versions,
         &read_locks,
-        claims,
-        idempotency.map(|key| key.caller),
-        idempotency.map(|key| key.key),
-        idempotency.map(|key| key.fingerprint),
+        encoded.claims,
+        idempotency.map(|key| key.caller.as_str()),
+        idempotency.map(|key| key.key.as_str()),
+        idempotency.map(|key| key.fingerprint.as_str()),
         idempotency.map(|key| key.ttl_seconds as f64),
     )
     .fetch_one(executor)
-    .await;
-    let row = match result {
-        Ok(row) => row,
-        Err(sqlx::Error::Database(error))
-            if error.constraint() == Some(STREAM_VERSION_CONSTRAINT) =>
-        {
+    .await
+    .map_err(|error| store_error(error, append.base_version))?;
+    outcome(
+        append,
+        &OutcomeRow {
+            outcome: row.outcome,
+            version: row.version,
+            detail: row.detail,
+            stored: row.stored,
+        },
+    )
+}
+
+/// An append statement's failure: a lost race, or the database's.
+fn store_error(error: sqlx::Error, base_version: i32) -> StoreError {
+    match error {
+        sqlx::Error::Database(error) if error.constraint() == Some(STREAM_VERSION_CONSTRAINT) => {
             // Another writer appended the same version between the check and ours.
-            return Err(StoreError::Conflict {
-                current: append.base_version + 1,
-            });
+            StoreError::Conflict {
+                current: base_version + 1,
+            }
         }
-        Err(sqlx::Error::Database(error)) if error.constraint() == Some(CLAIM_CONSTRAINT) => {
-            return Err(StoreError::ClaimRace);
+        sqlx::Error::Database(error) if error.constraint() == Some(CLAIM_CONSTRAINT) => {
+            StoreError::ClaimRace
         }
-        Err(error) => return Err(error.into()),
-    };
+        error => error.into(),
+    }
+}
+
+/// One row of what `event_store.append` answers.
+struct OutcomeRow {
+    outcome: String,
+    version: Option<i32>,
+    detail: Option<String>,
+    stored: Option<serde_json::Value>,
+}
+
+fn outcome(append: &Append, row: &OutcomeRow) -> Result<Appended, StoreError> {
     let outcome = match row.outcome.as_str() {
         "appended" => {
-            for event_type in &event_types {
-                metrics::counter!("chronicle_events_appended_total", "event_type" => (*event_type).to_owned())
-                    .increment(1);
-            }
+            append.record_appended();
             Appended::Appended {
                 version: row.version.unwrap_or(append.base_version),
             }
         }
         "replayed" => Appended::Replayed(
-            serde_json::from_value(row.stored.unwrap_or_default()).map_err(|error| {
+            serde_json::from_value(row.stored.clone().unwrap_or_default()).map_err(|error| {
                 StoreError::Malformed(format!("stored idempotent outcome: {error}"))
             })?,
         ),
@@ -261,6 +314,7 @@ pub async fn append_decision(
         },
         "taken" => Appended::Taken(
             row.detail
+                .as_deref()
                 .unwrap_or_default()
                 .split(',')
                 .map(str::to_owned)
@@ -288,12 +342,12 @@ pub async fn append(
             stream_id,
             stream_type,
             base_version,
-            events,
-            metadata,
-            context,
+            events: events.to_vec(),
+            metadata: metadata.clone(),
+            request_id: context.request_id.clone(),
             session: None,
-            reads: &[],
-            claims: &[],
+            reads: Vec::new(),
+            claims: Vec::new(),
             idempotency: None,
         },
     )
