@@ -5,12 +5,18 @@
 //! "In the read models" is the projector's announcement on
 //! `chronicle_projected`, which Postgres delivers only after the transaction
 //! that applied the event committed: what any reader sees from then on.
+//!
+//! The lag is split where it is spent: a consumer of its own on the topic
+//! records when each event reached the bus (acknowledgement → bus is the
+//! write side and relay, bus → visible is Kafka delivery and the projector).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chronicle_schema::projected::{CHANNEL, Projected};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde::Serialize;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
@@ -28,31 +34,46 @@ pub struct LagRun {
     /// Acknowledged but never seen in the read models (must be 0).
     pub never_visible: u64,
     pub lag: Percentiles,
+    /// Acknowledgement → the event on the topic.
+    pub to_bus: Percentiles,
+    /// The event on the topic → visible in the read models.
+    pub bus_to_visible: Percentiles,
+}
+
+/// Where the events go: the topic the bench taps to split the lag.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub brokers: String,
+    pub topic: String,
 }
 
 #[derive(Default)]
 struct Seen {
     acknowledged: HashMap<Uuid, Instant>,
+    on_bus: HashMap<Uuid, Instant>,
     visible: HashMap<Uuid, Instant>,
 }
 
 pub async fn measure(
     api: &CommandApi,
     database_url: &str,
+    bus: &Bus,
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<LagRun> {
-    measure_until(api, database_url, rate, tokio::time::sleep(duration)).await
+    measure_until(api, database_url, bus, rate, tokio::time::sleep(duration)).await
 }
 
 /// As `measure`, sending commands until `until` completes.
 pub async fn measure_until(
     api: &CommandApi,
     database_url: &str,
+    bus: &Bus,
     rate: f64,
     until: impl Future<Output = ()>,
 ) -> anyhow::Result<LagRun> {
     let seen = Arc::new(Mutex::new(Seen::default()));
+    let tap = tap(bus, seen.clone()).await?;
     let mut listener = PgListener::connect(database_url).await?;
     listener.listen(CHANNEL).await?;
     let watcher = {
@@ -131,15 +152,23 @@ pub async fn measure_until(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     watcher.abort();
+    tap.abort();
 
     let seen = seen.lock().expect("never poisoned");
     let mut lags = Latencies::default();
+    let mut to_bus = Latencies::default();
+    let mut bus_to_visible = Latencies::default();
     let mut never_visible = 0;
     for (stream, acknowledged) in &seen.acknowledged {
-        match seen.visible.get(stream) {
-            // Seen before the acknowledgement reached the client: no lag.
-            Some(visible) => lags.record(visible.saturating_duration_since(*acknowledged)),
-            None => never_visible += 1,
+        let Some(visible) = seen.visible.get(stream) else {
+            never_visible += 1;
+            continue;
+        };
+        // Seen before the acknowledgement reached the client: no lag.
+        lags.record(visible.saturating_duration_since(*acknowledged));
+        if let Some(on_bus) = seen.on_bus.get(stream) {
+            to_bus.record(on_bus.saturating_duration_since(*acknowledged));
+            bus_to_visible.record(visible.saturating_duration_since(*on_bus));
         }
     }
     Ok(LagRun {
@@ -150,5 +179,46 @@ pub async fn measure_until(
         errors,
         never_visible,
         lag: lags.percentiles(),
+        to_bus: to_bus.percentiles(),
+        bus_to_visible: bus_to_visible.percentiles(),
     })
+}
+
+/// Records when each stream's first event arrives on the topic, from the
+/// topic's end (a group of its own, so the services' offsets are untouched).
+async fn tap(bus: &Bus, seen: Arc<Mutex<Seen>>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let consumer: StreamConsumer = chronicle_platform::kafka::client_config(&bus.brokers)
+        .set("group.id", format!("bench-lag-{}", Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    consumer.subscribe(&[bus.topic.as_str()])?;
+    // Commands sent before the partitions are assigned would be missed.
+    let assigned = Instant::now();
+    while consumer.assignment()?.count() == 0 {
+        anyhow::ensure!(
+            assigned.elapsed() < Duration::from_secs(30),
+            "the lag tap got no partitions of {}",
+            bus.topic
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    Ok(tokio::spawn(async move {
+        while let Ok(message) = consumer.recv().await {
+            let now = Instant::now();
+            let Some(stream) = message
+                .key()
+                .and_then(|key| std::str::from_utf8(key).ok())
+                .and_then(|key| Uuid::parse_str(key).ok())
+            else {
+                continue;
+            };
+            seen.lock()
+                .expect("never poisoned")
+                .on_bus
+                .entry(stream)
+                .or_insert(now);
+        }
+    }))
 }

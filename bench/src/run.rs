@@ -23,6 +23,8 @@ use crate::{lag, reads, replay, search, store};
 pub const DATABASE: &str = "chronicle_bench";
 /// Writes per second made during a replay, each waited for until visible.
 const REPLAY_WRITES_PER_SECOND: f64 = 20.0;
+/// The lag is the median of this many runs (one run's p99 is noisy).
+const LAG_ROUNDS: usize = 3;
 const CQRS_ES_DATABASE: &str = "chronicle_bench_cqrs";
 
 /// How much of everything: `quick` is a smoke run of a few minutes.
@@ -190,6 +192,7 @@ impl Bench {
         };
         let (mut rates, mut visibility_p99s, mut never_visible) = (Vec::new(), Vec::new(), 0);
         chronicle.reset_peaks();
+        let bus = chronicle.bus();
         for run in 0..runs {
             // Writes go on during the replay, each waited for until visible:
             // a rebuild must not hold them back.
@@ -197,6 +200,7 @@ impl Bench {
             let writes = lag::measure_until(
                 api,
                 &chronicle.database_url,
+                &bus,
                 REPLAY_WRITES_PER_SECOND,
                 async {
                     let _ = finished.await;
@@ -573,36 +577,50 @@ impl Bench {
         api: &CommandApi,
         results: &mut Results,
     ) -> anyhow::Result<()> {
-        wait_until_caught_up(pool).await?;
         chronicle.reset_peaks();
-        let run = lag::measure(
-            api,
-            &chronicle.database_url,
-            500.0,
-            Duration::from_secs(self.scale.lag_seconds),
-        )
-        .await?;
-        eprintln!(
-            "lag at {:.0} commands/s for {:.0} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} never visible, {} errors",
-            run.achieved_commands_per_second,
-            run.seconds,
-            run.lag.p50_ms,
-            run.lag.p99_ms,
-            run.lag.max_ms,
-            run.never_visible,
-            run.errors
-        );
-        if run.never_visible > 0 || run.errors > 0 {
-            bail!(
-                "{} acknowledged commands never became visible, {} failed",
+        let mut runs = Vec::new();
+        for round in 1..=LAG_ROUNDS {
+            wait_until_caught_up(pool).await?;
+            let run = lag::measure(
+                api,
+                &chronicle.database_url,
+                &chronicle.bus(),
+                500.0,
+                Duration::from_secs(self.scale.lag_seconds),
+            )
+            .await?;
+            eprintln!(
+                "lag {round}/{LAG_ROUNDS} at {:.0} commands/s for {:.0} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms \
+                 (ack→bus p50 {:.1} p99 {:.1}; bus→visible p50 {:.1} p99 {:.1}); {} never visible, {} errors",
+                run.achieved_commands_per_second,
+                run.seconds,
+                run.lag.p50_ms,
+                run.lag.p99_ms,
+                run.lag.max_ms,
+                run.to_bus.p50_ms,
+                run.to_bus.p99_ms,
+                run.bus_to_visible.p50_ms,
+                run.bus_to_visible.p99_ms,
                 run.never_visible,
                 run.errors
             );
+            if run.never_visible > 0 || run.errors > 0 {
+                bail!(
+                    "{} acknowledged commands never became visible, {} failed",
+                    run.never_visible,
+                    run.errors
+                );
+            }
+            runs.push(run);
         }
+        let p99s: Vec<f64> = runs.iter().map(|run| run.lag.p99_ms).collect();
         results.figure(
             "e2e_lag_p99_ms_at_500_cps",
-            Figure::at_most(50.0, Summary::of(&[run.lag.p99_ms]), "ms"),
+            Figure::at_most(50.0, Summary::of(&p99s), "ms"),
         );
+        // The details show the median round.
+        runs.sort_by(|a, b| a.lag.p99_ms.total_cmp(&b.lag.p99_ms));
+        let run = runs.swap_remove(runs.len() / 2);
         results.details.lag = Some(run);
         results.peak_rss("lag", chronicle.peaks());
         Ok(())

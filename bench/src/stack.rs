@@ -213,6 +213,14 @@ impl Chronicle {
         })
     }
 
+    /// The topic the stack's relay publishes to.
+    pub fn bus(&self) -> crate::lag::Bus {
+        crate::lag::Bus {
+            brokers: self.kafka_brokers.clone(),
+            topic: self.topic.clone(),
+        }
+    }
+
     /// Another command-service on the same database, without a relay: the
     /// write path alone (with the stack's relay and projector paused).
     pub async fn start_write_only_command_service(&self) -> anyhow::Result<Process> {

@@ -5,27 +5,21 @@
 //! the second application a no-op. Kafka's offsets are a hint, Postgres has
 //! the truth.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use chronicle_platform::retry::{self, Backoff};
 use chronicle_schema::bus;
+use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
+use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, Incoming};
 use crate::dead_letters::{KafkaPosition, Letter};
 use crate::rebuild::Projection;
 use crate::status::Failures;
-
-/// How long a batch may gather messages once it has begun. A bound on the
-/// whole batch, not per message: at a steady trickle (say one every 2 ms) a
-/// per-message wait would hold a batch until it was full, up to a second.
-const FILL_WINDOW: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Debug)]
 pub struct ConsumerSettings {
@@ -88,7 +82,7 @@ async fn consume(
             () = shutdown.cancelled() => return Ok(()),
             message = consumer.recv() => message?.detach(),
         };
-        let messages = fill_batch(&consumer, first, settings.batch_size).await?;
+        let messages = fill_batch(&consumer, first, settings.batch_size)?;
         let batch: Vec<Incoming> = messages.iter().map(decode).collect();
         // Infrastructure failures retry the same batch; shutdown abandons it
         // uncommitted (it is redelivered to whoever consumes next).
@@ -112,23 +106,24 @@ async fn consume(
     }
 }
 
-/// Takes whatever else arrives within [`FILL_WINDOW`] of `first`, up to `batch_size`.
+/// Takes, after `first`, whatever else has already arrived, up to `batch_size`.
 ///
-/// Only `recv()` may be raced against a timer or shutdown (it is cancellation
-/// safe); a batch being filled must not be: dropping it would drop messages
-/// the consumer has already moved past.
-pub(crate) async fn fill_batch(
+/// No waiting for more: batches grow by themselves under load (what arrives
+/// while one batch is applied forms the next), and an event that arrives
+/// alone is applied at once.
+///
+/// `recv()` is cancellation safe, so a poll that finds nothing loses nothing.
+pub(crate) fn fill_batch(
     consumer: &StreamConsumer,
     first: OwnedMessage,
     batch_size: usize,
 ) -> Result<Vec<OwnedMessage>, rdkafka::error::KafkaError> {
     let mut messages = vec![first];
-    let deadline = tokio::time::Instant::now() + FILL_WINDOW;
     while messages.len() < batch_size {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => messages.push(message.detach()),
-            Ok(Err(error)) => return Err(error),
-            Err(_) => break,
+        match consumer.recv().now_or_never() {
+            Some(Ok(message)) => messages.push(message.detach()),
+            Some(Err(error)) => return Err(error),
+            None => break,
         }
     }
     Ok(messages)

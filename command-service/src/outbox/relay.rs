@@ -23,16 +23,24 @@
 //! the idempotent producer keeps retries from reordering a partition, and
 //! consumers skip versions they have. The relay publishes what is stored,
 //! without needing to understand it: consumers decide what they can read.
+//!
+//! Reading and acknowledging overlap: the next batch is read and sent while
+//! Kafka acknowledges the last ones (the idempotent producer keeps them in
+//! order), and the cursor moves past a batch only once every batch up to it
+//! is acknowledged. A failure restarts from the cursor: duplicates, no loss.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use chronicle_platform::retry::{self, Backoff};
 use chronicle_platform::trace_context;
 use chronicle_schema::bus;
 use chronicle_schema::events::{StoreCursor, StoredEventRow, fence, read_committed};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::Notify;
@@ -46,6 +54,8 @@ const RELAY_NAME: &str = lease::RELAY;
 /// commits, or an old transaction ending, wake no one here).
 const IDLE_POLL: Duration = Duration::from_millis(50);
 const STANDBY_POLL: Duration = Duration::from_secs(2);
+/// Batches sent but not yet acknowledged, at most.
+const MAX_IN_FLIGHT: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct RelaySettings {
@@ -114,21 +124,39 @@ impl Relay {
         tracing::info!(instance = %self.instance, "outbox relay is active");
         metrics::gauge!("chronicle_relay_active").set(1.0);
         let producer = producer(&self.settings.brokers)?;
-        let mut cursor = load_cursor(&mut connection).await?;
+        // How far has been read and sent; the saved cursor trails it by the
+        // batches not yet acknowledged.
+        let mut sent_up_to = load_cursor(&mut connection).await?;
+        let mut in_flight = VecDeque::new();
 
         loop {
             if shutdown.is_cancelled() {
+                acknowledged(&mut connection, &mut in_flight, &lease, Wait::All).await?;
                 let _ = lease.release(&mut connection).await;
                 return Ok(());
             }
             if !lease.keep(&mut connection).await? || !lease.valid() {
                 return Err(RelayError::LeaseLost);
             }
+            let wait = if in_flight.len() >= MAX_IN_FLIGHT {
+                Wait::Oldest
+            } else {
+                Wait::Ready
+            };
+            acknowledged(&mut connection, &mut in_flight, &lease, wait).await?;
             let horizon = fence::horizon(&mut connection).await?;
-            let batch =
-                read_committed(&mut connection, &cursor, &horizon, self.settings.batch_size)
-                    .await?;
+            let batch = read_committed(
+                &mut connection,
+                &sent_up_to,
+                &horizon,
+                self.settings.batch_size,
+            )
+            .await?;
             let Some((last, _)) = batch.last() else {
+                if !in_flight.is_empty() {
+                    acknowledged(&mut connection, &mut in_flight, &lease, Wait::All).await?;
+                    continue;
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = self.wake.notified() => {}
@@ -138,14 +166,96 @@ impl Relay {
             };
             let next = last.clone();
             let events: Vec<StoredEventRow> = batch.into_iter().map(|(_, row)| row).collect();
-            publish(&producer, &self.settings.topic, &events).await?;
-            if !save_cursor(&mut connection, &next, events.len(), &lease).await? {
-                return Err(RelayError::LeaseLost);
-            }
-            metrics::counter!("chronicle_relay_published_total").increment(events.len() as u64);
-            cursor = next;
+            in_flight.push_back(Sent {
+                deliveries: send(&producer, &self.settings.topic, &events)?,
+                events: events.len(),
+                cursor: next.clone(),
+            });
+            sent_up_to = next;
         }
     }
+}
+
+/// A batch handed to the producer, and the cursor just past it.
+struct Sent {
+    /// Deliveries not yet known to be acknowledged, in order.
+    deliveries: VecDeque<(DeliveryFuture, tracing::Span)>,
+    events: usize,
+    cursor: StoreCursor,
+}
+
+impl Sent {
+    /// Whether every delivery is acknowledged, without waiting.
+    fn done(&mut self) -> Result<bool, RelayError> {
+        while let Some((delivery, _span)) = self.deliveries.front_mut() {
+            let Some(outcome) = delivery.now_or_never() else {
+                return Ok(false);
+            };
+            delivered(outcome)?;
+            self.deliveries.pop_front();
+        }
+        Ok(true)
+    }
+
+    async fn wait(&mut self) -> Result<(), RelayError> {
+        while let Some((delivery, _span)) = self.deliveries.pop_front() {
+            delivered(delivery.await)?;
+        }
+        Ok(())
+    }
+}
+
+fn delivered(
+    outcome: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+) -> Result<(), RelayError> {
+    match outcome {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(RelayError::Kafka(error)),
+        Err(_) => Err(RelayError::Kafka(rdkafka::error::KafkaError::Canceled)),
+    }
+}
+
+enum Wait {
+    /// Settle only batches already acknowledged.
+    Ready,
+    /// Wait for the oldest batch, then settle what else is ready.
+    Oldest,
+    /// Wait for every batch.
+    All,
+}
+
+/// Takes acknowledged batches off the front of `in_flight` and saves the
+/// cursor past the last of them (in order: never past an unacknowledged one).
+async fn acknowledged(
+    connection: &mut PgConnection,
+    in_flight: &mut VecDeque<Sent>,
+    lease: &Lease,
+    wait: Wait,
+) -> Result<(), RelayError> {
+    let mut settled: Option<StoreCursor> = None;
+    let mut published = 0;
+    let mut must_wait = !matches!(wait, Wait::Ready);
+    while let Some(batch) = in_flight.front_mut() {
+        if must_wait {
+            batch.wait().await?;
+        } else if !batch.done()? {
+            break;
+        }
+        let batch = in_flight.pop_front().expect("just looked at it");
+        published += batch.events;
+        settled = Some(batch.cursor);
+        must_wait = matches!(wait, Wait::All);
+    }
+    if let Some(cursor) = settled {
+        if !save_cursor(connection, &cursor, published, lease).await? {
+            return Err(RelayError::LeaseLost);
+        }
+        metrics::counter!("chronicle_relay_published_total").increment(published as u64);
+    }
+    Ok(())
 }
 
 async fn load_cursor(connection: &mut PgConnection) -> Result<StoreCursor, sqlx::Error> {
@@ -202,13 +312,14 @@ fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError>
         .create()
 }
 
-/// Sends every event and waits until Kafka has acknowledged all of them.
-async fn publish(
+/// Hands every event to the producer, in order; their acknowledgements are
+/// awaited by [`acknowledged`].
+fn send(
     producer: &FutureProducer,
     topic: &str,
     events: &[StoredEventRow],
-) -> Result<(), RelayError> {
-    let mut deliveries = Vec::with_capacity(events.len());
+) -> Result<VecDeque<(DeliveryFuture, tracing::Span)>, RelayError> {
+    let mut deliveries = VecDeque::with_capacity(events.len());
     for event in events {
         let bus::Message {
             key,
@@ -243,16 +354,7 @@ async fn publish(
         let delivery = producer
             .send_result(record)
             .map_err(|(error, _)| RelayError::Kafka(error))?;
-        deliveries.push((delivery, span));
+        deliveries.push_back((delivery, span));
     }
-    for (delivery, _span) in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(RelayError::Kafka(error)),
-            Err(_) => {
-                return Err(RelayError::Kafka(rdkafka::error::KafkaError::Canceled));
-            }
-        }
-    }
-    Ok(())
+    Ok(deliveries)
 }

@@ -288,7 +288,7 @@ async fn follow(
             }
             message = consumer.recv() => message?.detach(),
         };
-        let messages = fill_batch(&consumer, first, settings.batch_size).await?;
+        let messages = fill_batch(&consumer, first, settings.batch_size)?;
         if !index_batch(pool, shared, &messages, shutdown).await? {
             return Ok(());
         }
