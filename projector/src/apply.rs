@@ -20,7 +20,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chronicle_schema::events::{CommentEvent, PostEvent, StoredEventRow, UserEvent};
-use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected};
+use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected, Touched};
 use chronicle_schema::read_models::comments::{self, CommentRow};
 use chronicle_schema::read_models::posts::{self, PostRow};
 use chronicle_schema::read_models::users::{self, UserRow};
@@ -659,6 +659,8 @@ impl Batch {
         tags::recount(connection, &tag_names).await?;
         save_versions(connection, &self.versions, &self.moved).await?;
         if self.mode.announce {
+            // A swap replaces every table: readers must forget every row.
+            let rows = self.mode.lock.then(|| self.touched());
             let announced = if self.mode.refold {
                 // Not events that happened now: readers only learn the rows changed.
                 let mut refolded: Vec<AppliedEvent> = self
@@ -674,9 +676,28 @@ impl Batch {
             } else {
                 self.announced
             };
-            announce(connection, announced).await?;
+            announce(connection, announced, rows).await?;
         }
         Ok(self.outcome)
+    }
+
+    /// The cached kinds of rows (posts, users) this batch wrote.
+    fn touched(&self) -> Touched {
+        let changed = |ids: &mut dyn Iterator<Item = &Uuid>| -> BTreeSet<Uuid> {
+            ids.filter(|id| self.changed.contains(id))
+                .copied()
+                .collect()
+        };
+        let mut posts = changed(&mut self.posts.keys());
+        posts.extend(&self.recount_posts);
+        posts.extend(&self.copy_to_posts);
+        let mut users = changed(&mut self.users.keys());
+        users.extend(&self.recount_users);
+        Touched {
+            posts: posts.into_iter().collect(),
+            users: users.into_iter().collect(),
+            authors: self.copy_authors.iter().copied().collect(),
+        }
     }
 }
 
@@ -740,18 +761,26 @@ async fn load_between(
     Ok(rows)
 }
 
+/// Tells listeners that any row may have changed (the read models were
+/// replaced), delivered if and when the transaction commits.
+pub async fn announce_replaced(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    announce(connection, Vec::new(), None).await
+}
+
 /// Tells listeners (query-service) what this transaction applied; Postgres
 /// delivers the notifications only if and when it commits.
 async fn announce(
     connection: &mut PgConnection,
     events: Vec<AppliedEvent>,
+    rows: Option<Touched>,
 ) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
+    if events.is_empty() && rows.as_ref().is_some_and(Touched::is_empty) {
         return Ok(());
     }
     let projected = Projected {
         projection: PROJECTION.to_owned(),
         events,
+        rows,
     };
     for payload in projected.into_payloads() {
         sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, payload)

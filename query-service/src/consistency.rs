@@ -269,6 +269,8 @@ async fn listen(
                         if announcement.projection == SEARCH_PROJECTION {
                             let search = search.clone();
                             let _ = tokio::task::spawn_blocking(move || search.refresh()).await;
+                        } else if let Some(touched) = &announcement.rows {
+                            rows.invalidate_rows(touched);
                         } else {
                             rows.invalidate();
                         }

@@ -17,6 +17,11 @@ pub struct Projected {
     pub projection: String,
     #[serde(rename = "e")]
     pub events: Vec<AppliedEvent>,
+    /// The read-model rows the batch wrote, so in-memory copies are dropped
+    /// per row; `None` when any row may have changed (a rebuild's swap, or an
+    /// announcement from a projector that does not say).
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Touched>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,25 +34,90 @@ pub struct AppliedEvent {
     pub version: i32,
 }
 
+/// Rows written by one batch: derived ones included (a comment recounts its
+/// post, a rename rewrites every post of the author).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Touched {
+    #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
+    pub posts: Vec<Uuid>,
+    #[serde(rename = "u", default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<Uuid>,
+    /// Every post of these authors.
+    #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
+    pub authors: Vec<Uuid>,
+}
+
+impl Touched {
+    pub fn is_empty(&self) -> bool {
+        self.posts.is_empty() && self.users.is_empty() && self.authors.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.posts.len() + self.users.len() + self.authors.len()
+    }
+
+    fn list(&mut self, list: List) -> &mut Vec<Uuid> {
+        match list {
+            List::Posts => &mut self.posts,
+            List::Users => &mut self.users,
+            List::Authors => &mut self.authors,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum List {
+    Posts,
+    Users,
+    Authors,
+}
+
 impl Projected {
     /// Splits the announcement into payloads Postgres accepts.
     pub fn into_payloads(self) -> Vec<String> {
-        let mut payloads = Vec::new();
-        let mut chunk = Projected {
+        // Generous sizes of one serialised entry.
+        const EVENT_BYTES: usize = 120;
+        const ID_BYTES: usize = 40;
+        let per_payload = MAX_PAYLOAD_BYTES - 100;
+        let empty = |rows: &Option<Touched>| Projected {
             projection: self.projection.clone(),
             events: Vec::new(),
+            rows: rows.as_ref().map(|_| Touched::default()),
         };
-        // An applied event serialises to well under 120 bytes.
-        let per_chunk = MAX_PAYLOAD_BYTES / 120;
-        for event in self.events {
+        let size = |chunk: &Projected| {
+            chunk.events.len() * EVENT_BYTES
+                + chunk.rows.as_ref().map_or(0, Touched::len) * ID_BYTES
+        };
+        let mut payloads = Vec::new();
+        let mut chunk = empty(&self.rows);
+        let flush = |chunk: &mut Projected, payloads: &mut Vec<String>, force: bool| {
+            if force || size(chunk) + EVENT_BYTES > per_payload {
+                payloads.push(serde_json::to_string(&*chunk).expect("plain data serialises"));
+                *chunk = empty(&self.rows);
+            }
+        };
+        for event in self.events.iter().cloned() {
             chunk.events.push(event);
-            if chunk.events.len() == per_chunk {
-                payloads.push(serde_json::to_string(&chunk).expect("plain data serialises"));
-                chunk.events.clear();
+            flush(&mut chunk, &mut payloads, false);
+        }
+        if let Some(rows) = &self.rows {
+            let lists = [
+                (List::Posts, &rows.posts),
+                (List::Users, &rows.users),
+                (List::Authors, &rows.authors),
+            ];
+            for (list, ids) in lists {
+                for id in ids {
+                    let part = chunk.rows.as_mut().expect("rows are announced");
+                    part.list(list).push(*id);
+                    flush(&mut chunk, &mut payloads, false);
+                }
             }
         }
-        if !chunk.events.is_empty() || payloads.is_empty() {
-            payloads.push(serde_json::to_string(&chunk).expect("plain data serialises"));
+        let pending =
+            !chunk.events.is_empty() || chunk.rows.as_ref().is_some_and(|rows| !rows.is_empty());
+        if pending || payloads.is_empty() {
+            flush(&mut chunk, &mut payloads, true);
         }
         payloads
     }
@@ -66,20 +136,46 @@ mod tests {
                 version,
             })
             .collect();
+        let rows = Touched {
+            posts: (0..300).map(|_| Uuid::now_v7()).collect(),
+            users: (0..300).map(|_| Uuid::now_v7()).collect(),
+            authors: vec![Uuid::now_v7()],
+        };
         let payloads = Projected {
             projection: "read_models".into(),
             events,
+            rows: Some(rows.clone()),
         }
         .into_payloads();
         assert!(payloads.len() > 1);
         let mut total = 0;
+        let mut reassembled = Touched::default();
         for payload in payloads {
             assert!(payload.len() < MAX_PAYLOAD_BYTES, "{}", payload.len());
-            total += serde_json::from_str::<Projected>(&payload)
-                .unwrap()
-                .events
-                .len();
+            let projected = serde_json::from_str::<Projected>(&payload).unwrap();
+            total += projected.events.len();
+            let part = projected.rows.expect("every part says which rows");
+            reassembled.posts.extend(part.posts);
+            reassembled.users.extend(part.users);
+            reassembled.authors.extend(part.authors);
         }
         assert_eq!(total, 1000);
+        assert_eq!(reassembled, rows);
+    }
+
+    #[test]
+    fn an_announcement_that_names_no_rows_means_any_row_may_have_changed() {
+        let payloads = Projected {
+            projection: "read_models".into(),
+            events: Vec::new(),
+            rows: None,
+        }
+        .into_payloads();
+        assert_eq!(payloads.len(), 1);
+        let projected = serde_json::from_str::<Projected>(&payloads[0]).unwrap();
+        assert_eq!(projected.rows, None);
+        // As an older projector announced.
+        let old: Projected = serde_json::from_str(r#"{"p":"read_models","e":[]}"#).unwrap();
+        assert_eq!(old.rows, None);
     }
 }

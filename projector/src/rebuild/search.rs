@@ -192,6 +192,7 @@ async fn announce_generation(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     let payload = serde_json::to_string(&chronicle_schema::projected::Projected {
         projection: indexer::PROJECTION.to_owned(),
         events: Vec::new(),
+        rows: None,
     })
     .expect("plain data serialises");
     sqlx::query("SELECT pg_notify($1, $2)")

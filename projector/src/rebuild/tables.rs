@@ -194,6 +194,7 @@ async fn swap(
     )
     .execute(&mut *transaction)
     .await?;
+    apply::announce_replaced(&mut transaction).await?;
     sqlx::query(
         r#"INSERT INTO projector.generations (projection, generation, ddl_hash, state, built_at)
            VALUES ($1, 1, $2, 'LIVE', now())

@@ -141,6 +141,7 @@ pub async fn commit(shared: &SharedIndex, pool: &PgPool) -> Result<(), IndexerEr
 async fn announce(pool: &PgPool, written: HashMap<Uuid, i32>) -> Result<(), sqlx::Error> {
     let projected = Projected {
         projection: PROJECTION.to_owned(),
+        rows: None,
         events: written
             .into_iter()
             .map(|(stream_id, version)| AppliedEvent {
