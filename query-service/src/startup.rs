@@ -137,6 +137,7 @@ impl Application {
             config.rate_limit_client_per_minute,
             config.rate_limit_user_per_minute,
             services.access_tokens.clone(),
+            crate::rate_limit::SharedWindows::start(pool.clone(), shutdown.clone()),
             shutdown.clone(),
         );
         let schema = graphql::build_schema(

@@ -274,6 +274,14 @@ impl TestApp {
         ServiceHandle(running)
     }
 
+    /// Another query-service replica on the same database and command-service,
+    /// with its own in-memory state (buckets, row cache); stopped when dropped.
+    pub async fn spawn_extra_query_service(&self) -> ServiceHandle {
+        let running = self.start_query_service().await;
+        wait_ready(&self.http, &running.url).await;
+        ServiceHandle(running)
+    }
+
     /// Another projector in the same consumer group (the topic's partitions
     /// are shared between them), with a search index of its own; stopped
     /// gracefully by `ServiceHandle::stop`, or when dropped.

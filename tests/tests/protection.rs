@@ -61,6 +61,55 @@ async fn every_answer_says_where_the_client_stands_and_the_excess_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_holds_across_replicas() {
+    // Counts are per minute: stay clear of a minute's end.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 45 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+    let app = TestApp::spawn_with(limited(8, 100)).await;
+    let other = app.spawn_extra_query_service().await;
+    let send = |url: String| {
+        let http = app.http.clone();
+        async move {
+            http.post(format!("{url}/graphql"))
+                .json(&serde_json::json!({"query": "{ posts { totalCount } }"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // One client spends its limit on the first replica…
+    for _ in 0..8 {
+        assert_eq!(send(app.query_url().to_owned()).await, 200);
+    }
+    // …and, once the first has shared its count, the second refuses it too
+    // (alone it would allow 8 more). It reads the count when it first sees
+    // the client, without holding that request: one may pass meanwhile.
+    tokio::time::sleep(query_service::rate_limit::SYNC_EVERY * 3).await;
+    let mut allowed = 0;
+    for _ in 0..8 {
+        if send(other.url().to_owned()).await == 200 {
+            allowed += 1;
+        }
+    }
+    assert!(
+        allowed <= 1,
+        "the second replica let the client through {allowed} times"
+    );
+    // The shared count is in Postgres, per client and minute.
+    let counted: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(count), 0)::int8 FROM limits.request_windows WHERE key LIKE 'client:%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(counted >= 8, "{counted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_user_has_a_bucket_of_their_own() {
     let app = TestApp::spawn_with(limited(1_000, 3)).await;
     let (_, ada) = app.signed_in("ada").await;

@@ -3,9 +3,10 @@
 //! where the caller stands (`X-RateLimit-Limit`, `-Remaining`, `-Reset`); a
 //! refusal is 429 with `Retry-After` and the usual coded error body.
 //!
-//! The buckets live in this process: with N instances behind a load balancer
-//! a client gets up to N times the limit. (A shared store would be the next step.)
-//! Clients are keyed as `client::ClientAddress` says (one key per IPv6 /64),
+//! The buckets live in this process and keep one replica's traffic smooth;
+//! the per-minute counts are also shared by every replica through Postgres
+//! (`shared`), so N replicas behind a load balancer do not allow N times the
+//! limit. Clients are keyed as `client::ClientAddress` says (one key per IPv6 /64),
 //! and buckets idle long enough to be full again are forgotten, at least once
 //! a minute and whenever more than [`MAX_TRACKED`] keys are held.
 
@@ -29,6 +30,10 @@ use uuid::Uuid;
 
 use crate::client::ClientAddress;
 
+mod shared;
+
+pub use shared::{SYNC_EVERY, SharedWindows};
+
 /// Keys held per limiter before idle ones are dropped at once.
 const MAX_TRACKED: usize = 100_000;
 
@@ -39,6 +44,7 @@ type Buckets =
 pub struct RateLimits {
     per_client: Arc<Buckets>,
     per_user: Arc<Buckets>,
+    shared: SharedWindows,
     client_limit: u32,
     user_limit: u32,
     access_tokens: AccessTokens,
@@ -57,6 +63,7 @@ impl RateLimits {
         client_per_minute: NonZeroU32,
         user_per_minute: NonZeroU32,
         access_tokens: AccessTokens,
+        shared: SharedWindows,
         shutdown: CancellationToken,
     ) -> RateLimits {
         let buckets = |per_minute| {
@@ -68,6 +75,7 @@ impl RateLimits {
         let limits = RateLimits {
             per_client: buckets(client_per_minute),
             per_user: buckets(user_per_minute),
+            shared,
             client_limit: client_per_minute.get(),
             user_limit: user_per_minute.get(),
             access_tokens,
@@ -88,25 +96,32 @@ impl RateLimits {
         limits
     }
 
-    fn take(&self, buckets: &Buckets, key: String, limit: u32) -> Result<Standing, Duration> {
+    /// Takes from this replica's bucket, then from the shared count
+    /// (`kind` keeps client and user keys apart there).
+    fn take(
+        &self,
+        buckets: &Buckets,
+        kind: &str,
+        key: String,
+        limit: u32,
+    ) -> Result<Standing, Duration> {
         if buckets.len() > MAX_TRACKED {
             buckets.retain_recent();
             buckets.shrink_to_fit();
         }
         // The limiter's own clock: making a new one calibrates it (cpuid) each time.
         let now = buckets.clock().now();
-        match buckets.check_key(&key) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                let per_token = snapshot.quota().replenish_interval();
-                Ok(Standing {
-                    limit,
-                    remaining,
-                    reset: per_token * (limit - remaining),
-                })
-            }
-            Err(not_until) => Err(not_until.wait_time_from(now)),
-        }
+        let snapshot = buckets
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(now))?;
+        let shared_remaining = self.shared.take(&format!("{kind}:{key}"), limit)?;
+        let remaining = snapshot.remaining_burst_capacity();
+        let per_token = snapshot.quota().replenish_interval();
+        Ok(Standing {
+            limit,
+            remaining: remaining.min(shared_remaining),
+            reset: per_token * (limit - remaining),
+        })
     }
 
     /// Takes one request from the client's bucket and, when signed in, the
@@ -117,10 +132,15 @@ impl RateLimits {
         user: Option<Uuid>,
     ) -> Result<Standing, (Duration, u32)> {
         let mut standing = self
-            .take(&self.per_client, client.limit_key(), self.client_limit)
+            .take(
+                &self.per_client,
+                "client",
+                client.limit_key(),
+                self.client_limit,
+            )
             .map_err(|wait| (wait, self.client_limit))?;
         if let Some(user) = user {
-            match self.take(&self.per_user, user.to_string(), self.user_limit) {
+            match self.take(&self.per_user, "user", user.to_string(), self.user_limit) {
                 // Report the tighter of the two.
                 Ok(for_user) if for_user.remaining < standing.remaining => standing = for_user,
                 Ok(_) => {}
