@@ -131,26 +131,6 @@ async fn deep_costly_or_oversized_pages_are_refused() {
     assert_eq!(bad_cursor.error_code(), "BAD_USER_INPUT");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graphiql_is_served_to_browsers() {
-    let app = TestApp::spawn().await;
-    let page = app
-        .http
-        .get(app.graphql_url())
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(
-        page.text()
-            .await
-            .unwrap()
-            .to_lowercase()
-            .contains("graphiql")
-    );
-}
-
 /// Cost grows with page sizes times what each item costs, so fan-out and
 /// aliases are refused before anything runs, with the cost and the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, ServerError, Value};
 use async_graphql_axum::rejection::GraphQLRejection;
@@ -17,7 +17,7 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chronicle_platform::access_token::{TokenError, bearer};
 use chronicle_platform::http::REQUEST_ID;
@@ -54,9 +54,15 @@ pub fn router(
     max_body_bytes: usize,
     limits: RateLimits,
 ) -> Router {
+    let ide = if graphiql {
+        Router::new().route(super::graphiql::ASSETS_PATH, get(super::graphiql::asset))
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
+        .merge(ide.with_state(()))
         .with_state(GraphqlState {
             schema,
             services,
@@ -172,14 +178,7 @@ async fn graphql_get(
             }
             execute(&state, client, &headers, request).await
         }
-        _ if state.graphiql => Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("Chronicle")
-                .finish(),
-        )
-        .into_response(),
+        _ if state.graphiql => super::graphiql::page(),
         _ => refuse(
             ApiError::new(ErrorCode::BadUserInput, "send a GraphQL query"),
             StatusCode::BAD_REQUEST,

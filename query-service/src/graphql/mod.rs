@@ -1,6 +1,7 @@
 //! The GraphQL API (contract: `schema/api.graphql`).
 
 pub mod cost;
+mod graphiql;
 mod http;
 pub mod loaders;
 mod mutation;
