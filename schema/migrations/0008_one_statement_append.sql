@@ -12,6 +12,30 @@ CREATE FUNCTION event_store.appenders_key() RETURNS bigint
 CREATE FUNCTION event_store.idempotency_lock_class() RETURNS int
     LANGUAGE sql IMMUTABLE AS $$ SELECT 1229210957 $$;
 
+-- Unique claims' advisory locks, per (kind, candidate): class "CLAM". Taken
+-- in one order by every appender before it inserts a claim, so two
+-- transactions claiming the same values (a batch in any order) never wait on
+-- each other's uncommitted inserts in a cycle.
+CREATE FUNCTION event_store.claim_lock_class() RETURNS int
+    LANGUAGE sql IMMUTABLE AS $$ SELECT 1129070925 $$;
+
+-- The claim locks of these claims ([{"kind", "candidates"}, ...]), in order.
+CREATE FUNCTION event_store.lock_claims(p_claims jsonb[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    hash int;
+BEGIN
+    FOR hash IN
+        SELECT DISTINCT hashtext((c->>'kind') || ':' || v)
+        FROM unnest(p_claims) AS list(claims),
+             jsonb_array_elements(coalesce(list.claims, '[]'::jsonb)) AS c,
+             jsonb_array_elements_text(c->'candidates') AS v
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(event_store.claim_lock_class(), hash);
+    END LOOP;
+END $$;
+
 -- A safety net for writers that append without `event_store.append` (an
 -- operator's INSERT): the lock is taken before the statement writes, so
 -- before a transaction that writes nothing else gets its id.
@@ -126,6 +150,8 @@ BEGIN
     -- transaction appends to it from here until this one ends. A batch
     -- (append_batch) relies on it for the relay's per-stream order.
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream_id::text, 7));
+    -- After the streams' locks, as in a batch.
+    PERFORM event_store.lock_claims(ARRAY[p_claims]);
 
     -- Checked under the actor's lock (the caller reads the actor's stream
     -- shared): ending a session takes it exclusively.
@@ -222,7 +248,7 @@ END $$;
 -- is that of running them one after another: an append to a stream an
 -- earlier one in the batch moved is `stale`). Every lock the appends take is
 -- taken first, in the one global order (idempotency keys, then streams by
--- id), before anything is written: no cycle with another transaction, and
+-- id, then unique-claim candidates), before anything is written: no cycle with another transaction, and
 -- no stream appended to here gains a version elsewhere once this
 -- transaction has its id. Columns c_* are per append; e_* (events) and r_*
 -- (streams read) name their append by its 1-based position.
@@ -262,6 +288,7 @@ BEGIN
             PERFORM pg_advisory_xact_lock_shared(hashtextextended(stream::text, 7));
         END IF;
     END LOOP;
+    PERFORM event_store.lock_claims(c_claims);
 
     RETURN QUERY
     SELECT c.n::int, a.outcome, a.version, a.detail, a.stored

@@ -96,10 +96,9 @@ impl Projected {
                 *chunk = empty(&self.rows);
             }
         };
-        for event in self.events.iter().cloned() {
-            chunk.events.push(event);
-            flush(&mut chunk, &mut payloads, false);
-        }
+        // Rows first: a listener drops them from its cache before it hands
+        // the events on (a subscriber resolving a post must not meet the
+        // row as it was before the batch).
         if let Some(rows) = &self.rows {
             let lists = [
                 (List::Posts, &rows.posts),
@@ -113,6 +112,10 @@ impl Projected {
                     flush(&mut chunk, &mut payloads, false);
                 }
             }
+        }
+        for event in self.events.iter().cloned() {
+            chunk.events.push(event);
+            flush(&mut chunk, &mut payloads, false);
         }
         let pending =
             !chunk.events.is_empty() || chunk.rows.as_ref().is_some_and(|rows| !rows.is_empty());
@@ -153,8 +156,13 @@ mod tests {
         for payload in payloads {
             assert!(payload.len() < MAX_PAYLOAD_BYTES, "{}", payload.len());
             let projected = serde_json::from_str::<Projected>(&payload).unwrap();
-            total += projected.events.len();
             let part = projected.rows.expect("every part says which rows");
+            // Every row is named before any event is handed on.
+            assert!(
+                total == 0 || part.is_empty(),
+                "rows named after events were announced"
+            );
+            total += projected.events.len();
             reassembled.posts.extend(part.posts);
             reassembled.users.extend(part.users);
             reassembled.authors.extend(part.authors);

@@ -246,3 +246,44 @@ async fn appends_committed_together_behave_as_if_made_one_after_another() {
             .unwrap();
     assert_eq!(transactions, 1);
 }
+
+/// Batches claiming the same unique values in opposite orders never wait on
+/// each other's claims in a cycle (Postgres would abort one after its
+/// deadlock timeout, and every command of that batch would wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_claiming_the_same_values_in_opposite_orders_never_deadlock() {
+    let app = TestApp::spawn_with(TestOptions {
+        projector: false,
+        relay: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let claiming = |value: String| {
+        let mut append = renamed_by(Uuid::now_v7(), 0, "claimant");
+        append.claims = vec![event_store::Claim {
+            kind: "drill",
+            candidates: vec![value],
+            field: None,
+        }];
+        append
+    };
+    for round in 0..20 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        let forward = [claiming(a.clone()), claiming(b.clone())];
+        let backward = [claiming(b), claiming(a)];
+        let (forward, backward): (Vec<_>, Vec<_>) =
+            (forward.iter().collect(), backward.iter().collect());
+        let (one, other) = tokio::join!(
+            event_store::append_batch(&app.pool, &forward),
+            event_store::append_batch(&app.pool, &backward),
+        );
+        // Each value goes to one batch; neither batch fails as a whole.
+        let (one, other) = (one.expect("no deadlock"), other.expect("no deadlock"));
+        let won = one
+            .iter()
+            .chain(&other)
+            .filter(|outcome| matches!(outcome, Ok(event_store::Appended::Appended { .. })))
+            .count();
+        assert_eq!(won, 2, "round {round}: {one:?} {other:?}");
+    }
+}

@@ -2,14 +2,17 @@
 //! Postgres (`limits.request_windows`).
 //!
 //! A request never waits for the database: each replica counts locally what
-//! it lets through and adds it to the shared count every [`SYNC_EVERY`],
-//! learning the other replicas' counts in the same statement; a key first
-//! seen in a minute has its shared count read at once, in the background. A
-//! key is refused once its shared count plus what this replica let through
-//! since reaches the limit. Between two syncs, replicas that do not yet see
-//! each other's requests may together let through more, at most what each
-//! lets through in one interval: the bound on overshoot, traded for no round
-//! trip per request.
+//! it lets through and, every [`SYNC_EVERY`], adds it to the shared counts
+//! and reads them back in one statement (a key first seen here in a minute is
+//! read in the next one too). A key is refused once its shared count plus
+//! what this replica let through since reaches the limit. Between two syncs,
+//! replicas that do not yet see each other's requests may together let
+//! through more, at most what each lets through in one interval: the bound
+//! on overshoot, traded for no round trip per request.
+//!
+//! At most [`MAX_KEYS`] keys are counted per replica and minute (a client
+//! rotating addresses cannot grow it without bound); past that, new keys
+//! are limited by the local buckets alone until the minute ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 /// How often a replica adds its counts to the shared ones.
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 const WINDOW_SECONDS: u64 = 60;
+/// Keys counted per replica and minute.
+const MAX_KEYS: usize = 100_000;
 
 #[derive(Default)]
 struct Count {
@@ -29,8 +34,8 @@ struct Count {
     shared: u32,
     /// Let through here since the last sync.
     unsynced: u32,
-    /// Whether the shared count was read (or is being read) this window.
-    asked: bool,
+    /// Whether the shared count was read this window.
+    read: bool,
 }
 
 #[derive(Clone)]
@@ -77,16 +82,15 @@ impl SharedWindows {
     pub fn take(&self, key: &str, limit: u32) -> Result<u32, Duration> {
         let (window, until_next) = current_window();
         let mut counts = self.counts.lock().expect("never poisoned");
+        if counts.len() >= MAX_KEYS && !counts.contains_key(key) {
+            return Ok(limit);
+        }
         let count = counts.entry(key.to_owned()).or_default();
         if count.window != window {
             *count = Count {
                 window,
                 ..Count::default()
             };
-        }
-        if !count.asked {
-            count.asked = true;
-            self.learn(key.to_owned(), window);
         }
         let used = count.shared.saturating_add(count.unsynced);
         if used >= limit {
@@ -96,32 +100,6 @@ impl SharedWindows {
         Ok(limit - used - 1)
     }
 
-    /// Reads what the other replicas counted for a key this one has not
-    /// seen yet this window.
-    fn learn(&self, key: String, window: i64) {
-        let windows = self.clone();
-        tokio::spawn(async move {
-            let counted = sqlx::query_scalar!(
-                "SELECT count FROM limits.request_windows WHERE key = $1 AND window_start = $2",
-                key,
-                window
-            )
-            .fetch_optional(&windows.pool)
-            .await;
-            match counted {
-                Ok(Some(counted)) => {
-                    let mut counts = windows.counts.lock().expect("never poisoned");
-                    if let Some(count) = counts.get_mut(&key).filter(|count| count.window == window)
-                    {
-                        count.shared = count.shared.max(counted.max(0) as u32);
-                    }
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "cannot read a shared rate-limit count"),
-            }
-        });
-    }
-
     async fn sync(&self) -> Result<(), sqlx::Error> {
         let (window, _) = current_window();
         let (mut keys, mut windows, mut added) = (Vec::new(), Vec::new(), Vec::new());
@@ -129,12 +107,18 @@ impl SharedWindows {
             let mut counts = self.counts.lock().expect("never poisoned");
             // Past windows are over: nothing of them matters any more.
             counts.retain(|_, count| count.window == window);
-            for (key, count) in counts.iter_mut().filter(|(_, count)| count.unsynced > 0) {
+            // What was let through since the last sync, and keys not read yet
+            // (adding nothing: they are only read back).
+            for (key, count) in counts
+                .iter_mut()
+                .filter(|(_, count)| count.unsynced > 0 || !count.read)
+            {
                 keys.push(key.clone());
                 windows.push(count.window);
                 added.push(count.unsynced as i32);
-                count.shared += count.unsynced;
+                count.shared = count.shared.saturating_add(count.unsynced);
                 count.unsynced = 0;
+                count.read = true;
             }
         }
         if keys.is_empty() {
@@ -159,8 +143,9 @@ impl SharedWindows {
                 for ((key, window), added) in keys.iter().zip(&windows).zip(&added) {
                     if let Some(count) = counts.get_mut(key).filter(|count| count.window == *window)
                     {
-                        count.shared -= *added as u32;
-                        count.unsynced += *added as u32;
+                        count.shared = count.shared.saturating_sub(*added as u32);
+                        count.unsynced = count.unsynced.saturating_add(*added as u32);
+                        count.read = false;
                     }
                 }
                 return Err(error);

@@ -1,0 +1,403 @@
+//! The scale-out drill: two instances of each service (their binaries) behind
+//! HAProxy, as `./dev up --replicas 2` runs them; one instance of each is
+//! killed (SIGKILL) mid-load. Clients retry what failed with the same
+//! idempotency key, as a client should. Nothing acknowledged is lost or
+//! doubled, and in the end the read models and every search index are what a
+//! replay of the event store builds.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use chronicle_schema::search_schema::IndexLayout;
+use chronicle_tests::{TestApp, TestOptions, binary, eventually, free_port, search, wait_ready};
+use projector::rebuild::{Projection, RebuildOptions, digest};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+const WRITERS: usize = 4;
+const POSTS_PER_WRITER: usize = 12;
+
+struct Instance {
+    child: Child,
+    port: u16,
+}
+
+impl Instance {
+    async fn start(name: &str, args: Vec<String>, envs: Vec<(&str, String)>) -> Instance {
+        let port = free_port();
+        let child = Command::new(binary(name))
+            .arg(format!("--http-addr=127.0.0.1:{port}"))
+            .args(args)
+            .envs(envs)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("the {name} binary (built by ./dev test): {error}"));
+        let instance = Instance { child, port };
+        wait_ready(&reqwest::Client::new(), &instance.url()).await;
+        instance
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn kill(&mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+}
+
+/// Two command-services, two projectors (each with its search index), two
+/// query-services (each reading one projector's index, as on one host).
+struct Fleet {
+    commands: Vec<Instance>,
+    projectors: Vec<Instance>,
+    queries: Vec<Instance>,
+    index_dirs: Vec<PathBuf>,
+    front: Front,
+}
+
+impl Fleet {
+    async fn start(app: &TestApp) -> Fleet {
+        let front = Front::reserve();
+        let index_dirs: Vec<PathBuf> = (1..=2)
+            .map(|i| app.search_index_dir.join(format!("replica-{i}")))
+            .collect();
+        let mut fleet = Fleet {
+            commands: Vec::new(),
+            projectors: Vec::new(),
+            queries: Vec::new(),
+            index_dirs,
+            front,
+        };
+        for _ in 0..2 {
+            let command =
+                Instance::start("command-service", app.command_service_args(true), vec![]).await;
+            fleet.commands.push(command);
+        }
+        for i in 0..2 {
+            let projector = Instance::start(
+                "projector",
+                projector_args(app, &fleet.index_dirs[i]),
+                vec![],
+            )
+            .await;
+            fleet.projectors.push(projector);
+        }
+        fleet.front.start(&fleet.commands, None).await;
+        for i in 0..2 {
+            let query = Instance::start(
+                "query-service",
+                vec![],
+                vec![
+                    ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+                    ("DATABASE_URL", app.database_url.clone()),
+                    ("COMMAND_SERVICE_URL", fleet.front.commands_url()),
+                    ("JWT_SECRET", app.jwt_secret.clone()),
+                    ("COMMAND_API_TOKEN", app.command_api_token.clone()),
+                    (
+                        "SEARCH_INDEX_DIR",
+                        fleet.index_dirs[i].display().to_string(),
+                    ),
+                    ("TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
+                    ("RATE_LIMIT_CLIENT_PER_MINUTE", "1000000".to_owned()),
+                    ("RATE_LIMIT_USER_PER_MINUTE", "1000000".to_owned()),
+                ],
+            )
+            .await;
+            fleet.queries.push(query);
+        }
+        fleet
+            .front
+            .start(&fleet.commands, Some(&fleet.queries))
+            .await;
+        fleet
+    }
+}
+
+fn projector_args(app: &TestApp, index_dir: &Path) -> Vec<String> {
+    app.projector_args()
+        .into_iter()
+        .map(|arg| {
+            if arg.starts_with("--search-index-dir=") {
+                format!("--search-index-dir={}", index_dir.display())
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+/// HAProxy (Debian's, installed by `./dev test`), round robin over the
+/// instances that answer `/health/ready`; a request whose connection is
+/// refused goes to another instance.
+struct Front {
+    commands_port: u16,
+    queries_port: u16,
+    config: PathBuf,
+    process: Option<Child>,
+}
+
+impl Front {
+    fn reserve() -> Front {
+        Front {
+            commands_port: free_port(),
+            queries_port: free_port(),
+            config: std::env::temp_dir().join(format!("chronicle-drill-{}.cfg", Uuid::now_v7())),
+            process: None,
+        }
+    }
+
+    fn commands_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.commands_port)
+    }
+
+    fn queries_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.queries_port)
+    }
+
+    async fn start(&mut self, commands: &[Instance], queries: Option<&[Instance]>) {
+        let backend = |name: &str, port: u16, instances: &[Instance]| {
+            let servers: String = instances
+                .iter()
+                .enumerate()
+                .map(|(i, instance)| format!("  server {name}-{i} 127.0.0.1:{}\n", instance.port))
+                .collect();
+            format!(
+                "frontend {name}\n  bind 127.0.0.1:{port}\n  default_backend {name}\n\
+                 backend {name}\n  balance roundrobin\n  option httpchk GET /health/ready\n{servers}"
+            )
+        };
+        let mut config = String::from(
+            "global\n  maxconn 1024\ndefaults\n  mode http\n  option forwardfor\n  option redispatch\n  \
+             retries 3\n  retry-on conn-failure\n  timeout connect 1s\n  timeout client 60s\n  \
+             timeout server 60s\n  default-server check inter 500ms fall 2 rise 1\n",
+        );
+        config += &backend("commands", self.commands_port, commands);
+        if let Some(queries) = queries {
+            config += &backend("queries", self.queries_port, queries);
+        }
+        std::fs::write(&self.config, config).unwrap();
+        if let Some(mut old) = self.process.take() {
+            let _ = old.kill().await;
+        }
+        let process = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("haproxy (./dev test installs Debian's)");
+        self.process = Some(process);
+        wait_ready(&reqwest::Client::new(), &self.commands_url()).await;
+        if queries.is_some() {
+            wait_ready(&reqwest::Client::new(), &self.queries_url()).await;
+        }
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Sends a mutation through the front until it is answered, with one
+/// idempotency key for all its attempts (an instance may die holding it).
+async fn mutate(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let key = Uuid::now_v7().to_string();
+    for _ in 0..40 {
+        let sent = http
+            .post(format!("{url}/graphql"))
+            .bearer_auth(token)
+            .header("idempotency-key", &key)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await;
+        if let Ok(response) = sent
+            && response.status().is_success()
+            && let Ok(body) = response.json::<Value>().await
+            && body.get("errors").is_none()
+        {
+            return body["data"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{query} was never answered through the front");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_of_everything_behind_a_proxy_lose_nothing_when_one_of_each_is_killed() {
+    let app = TestApp::spawn_with(TestOptions {
+        partitions: 4,
+        relay: false,
+        projector_batch_size: 50,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut fleet = Fleet::start(&app).await;
+    let mut writers = Vec::new();
+    for i in 0..WRITERS {
+        writers.push(app.signed_in(&format!("drill{i}")).await.1);
+    }
+
+    let front = fleet.front.queries_url();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let load = async {
+        let mut tasks = Vec::new();
+        for (writer, session) in writers.iter().enumerate() {
+            let (http, front, token) = (http.clone(), front.clone(), session.access_token.clone());
+            let done = done.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut created = Vec::new();
+                for n in 0..POSTS_PER_WRITER {
+                    let data = mutate(
+                        &http,
+                        &front,
+                        &token,
+                        "mutation($input: CreatePostInput!) { createPost(input: $input) { version consistencyToken } }",
+                        json!({"input": {"title": format!("drill {writer} post {n}"), "body": "written through the front"}}),
+                    )
+                    .await;
+                    let token_value = data["createPost"]["consistencyToken"].as_str().unwrap().to_owned();
+                    let id = token_value
+                        .parse::<chronicle_schema::ConsistencyToken>()
+                        .expect("a consistency token")
+                        .stream_id;
+                    mutate(
+                        &http,
+                        &front,
+                        &token,
+                        "mutation($id: ID!) { publishPost(id: $id) { version } }",
+                        json!({"id": id}),
+                    )
+                    .await;
+                    created.push(id);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                created
+            }));
+        }
+        let mut created = Vec::new();
+        for task in tasks {
+            created.extend(task.await.unwrap());
+        }
+        created
+    };
+    let kill = async {
+        // A quarter of the way through the load.
+        let total = WRITERS * POSTS_PER_WRITER;
+        while done.load(std::sync::atomic::Ordering::Relaxed) < total / 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The relay's leader is one of the two; either way one dies.
+        fleet.commands[0].kill().await;
+        fleet.projectors[0].kill().await;
+        fleet.queries[0].kill().await;
+        done.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (created, done_at_kill) = tokio::join!(load, kill);
+    assert_eq!(created.len(), WRITERS * POSTS_PER_WRITER);
+    assert!(
+        done_at_kill < created.len(),
+        "the load ended before the kill ({done_at_kill} done)"
+    );
+
+    // Every acknowledged post, once, published, through the front.
+    app.drain().await;
+    let published: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM posts WHERE title LIKE 'drill %' AND status = 'PUBLISHED' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut expected = created.clone();
+    expected.sort();
+    assert_eq!(published, expected, "lost or doubled posts");
+    let counted = http
+        .post(format!("{front}/graphql"))
+        .json(&json!({"query": "{ posts { totalCount } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        counted["data"]["posts"]["totalCount"].as_u64(),
+        Some(created.len() as u64)
+    );
+
+    // The killed instances come back; every index catches up.
+    fleet.projectors[0] = Instance::start(
+        "projector",
+        projector_args(&app, &fleet.index_dirs[0]),
+        vec![],
+    )
+    .await;
+    app.drain_search().await;
+    let versions: std::collections::HashMap<Uuid, i32> =
+        sqlx::query_as::<_, (Uuid, i32)>("SELECT id, version FROM posts")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for dir in &fleet.index_dirs {
+        let layout = IndexLayout::new(dir);
+        eventually(Duration::from_secs(60), "every post in every index", || {
+            let layout = layout.clone();
+            let versions = versions.clone();
+            async move {
+                let indexed = search::indexed_versions(&layout);
+                versions
+                    .iter()
+                    .all(|(id, version)| indexed.get(id) == Some(version))
+            }
+        })
+        .await;
+    }
+
+    // Read models and search indexes as a replay builds them.
+    app.rebuilder()
+        .run(Projection::ReadModels, RebuildOptions { swap: false })
+        .await
+        .unwrap();
+    let mut connection = app.pool.acquire().await.unwrap();
+    let live = digest::read_models(&mut connection, "read").await.unwrap();
+    let replayed = digest::read_models(&mut connection, "read_next")
+        .await
+        .unwrap();
+    assert_eq!(live, replayed);
+    let own = IndexLayout::new(&app.search_index_dir);
+    app.rebuilder()
+        .run(Projection::Search, RebuildOptions { swap: false })
+        .await
+        .unwrap();
+    let rebuilt = search::documents(&own, *own.generations().unwrap().last().unwrap());
+    for dir in &fleet.index_dirs {
+        let layout = IndexLayout::new(dir);
+        let current = layout.current().unwrap().unwrap();
+        assert_eq!(
+            search::documents(&layout, current),
+            rebuilt,
+            "{}",
+            dir.display()
+        );
+    }
+}
