@@ -35,6 +35,29 @@ pub enum Command {
     },
 }
 
+/// What an instance projects. Read models scale with the topic's
+/// partitions (instances share them); a search index is per host (each
+/// instance reads every partition into its own directory). `search` is the
+/// sidecar beside each query-service replica, `read-models` the instances
+/// that share the partitions, `all` both (one machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "kebab-case")]
+pub enum Role {
+    All,
+    ReadModels,
+    Search,
+}
+
+impl Role {
+    pub fn read_models(self) -> bool {
+        self != Role::Search
+    }
+
+    pub fn search(self) -> bool {
+        self != Role::ReadModels
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum ReplayTarget {
@@ -120,6 +143,16 @@ pub struct Config {
     /// after the session timeout. Unique per instance; unset for dynamic membership.
     #[arg(long, env = "PROJECTOR_INSTANCE_ID", global = true)]
     pub instance_id: Option<String>,
+
+    /// What this instance projects: all, read-models, or search (see [`Role`]).
+    #[arg(
+        long,
+        env = "PROJECTOR_ROLE",
+        value_enum,
+        default_value = "all",
+        global = true
+    )]
+    pub role: Role,
 
     /// Directory of the search index (shared with query-service on this machine).
     #[arg(

@@ -128,12 +128,14 @@ impl Application {
                 .map(|token| Arc::new(admin::digest(Secret::expose(token)))),
         };
         database::report_pool_usage(pool.clone(), "projector", shutdown.clone());
-        chronicle_platform::kafka::report_consumer_lag(
-            config.kafka_brokers.clone(),
-            config.kafka_topic.clone(),
-            config.consumer_group.clone(),
-            shutdown.clone(),
-        );
+        if config.role.read_models() {
+            chronicle_platform::kafka::report_consumer_lag(
+                config.kafka_brokers.clone(),
+                config.kafka_topic.clone(),
+                config.consumer_group.clone(),
+                shutdown.clone(),
+            );
+        }
         let background = tokio::spawn(run_background(
             config,
             pool.clone(),
@@ -178,35 +180,51 @@ async fn run_background(
         rebuilder.clone(),
         rebuilder.live_index.clone(),
         failures.clone(),
+        [
+            (config.role.read_models(), Projection::ReadModels),
+            (config.role.search(), Projection::Search),
+        ]
+        .into_iter()
+        .filter_map(|(runs, projection)| runs.then_some(projection))
+        .collect(),
         shutdown.clone(),
     ));
-    let search = tokio::spawn(indexer::run(
-        IndexerSettings {
-            brokers: config.kafka_brokers.clone(),
-            topic: config.kafka_topic.clone(),
-            layout: rebuilder.layout.clone(),
-            commit_interval: Duration::from_millis(config.search_commit_interval_ms),
-            batch_size: config.batch_size,
-        },
-        pool.clone(),
-        rebuilder.live_index.clone(),
-        failures.clone(),
-        shutdown.clone(),
-    ));
-    consumer::run(
-        ConsumerSettings {
-            brokers: config.kafka_brokers.clone(),
-            topic: config.kafka_topic.clone(),
-            group: config.consumer_group.clone(),
-            batch_size: config.batch_size,
-            instance_id: config.instance_id.clone(),
-        },
-        pool,
-        failures,
-        shutdown,
-    )
-    .await;
-    let _ = search.await;
+    tracing::info!(role = ?config.role, "projecting");
+    let search = config.role.search().then(|| {
+        tokio::spawn(indexer::run(
+            IndexerSettings {
+                brokers: config.kafka_brokers.clone(),
+                topic: config.kafka_topic.clone(),
+                layout: rebuilder.layout.clone(),
+                commit_interval: Duration::from_millis(config.search_commit_interval_ms),
+                batch_size: config.batch_size,
+            },
+            pool.clone(),
+            rebuilder.live_index.clone(),
+            failures.clone(),
+            shutdown.clone(),
+        ))
+    });
+    if config.role.read_models() {
+        consumer::run(
+            ConsumerSettings {
+                brokers: config.kafka_brokers.clone(),
+                topic: config.kafka_topic.clone(),
+                group: config.consumer_group.clone(),
+                batch_size: config.batch_size,
+                instance_id: config.instance_id.clone(),
+            },
+            pool,
+            failures,
+            shutdown,
+        )
+        .await;
+    } else {
+        shutdown.cancelled().await;
+    }
+    if let Some(search) = search {
+        let _ = search.await;
+    }
     let _ = status.await;
 }
 

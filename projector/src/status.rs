@@ -55,6 +55,7 @@ pub async fn run(
     rebuilder: Rebuilder,
     live_index: SharedIndex,
     failures: Failures,
+    projections: Vec<Projection>,
     shutdown: CancellationToken,
 ) {
     let mut interval = tokio::time::interval(INTERVAL);
@@ -65,7 +66,8 @@ pub async fn run(
             _ = interval.tick() => {}
         }
         let search_position = live_index.lock().await.applied_position;
-        for projection in [Projection::ReadModels, Projection::Search] {
+        // Only what this instance projects: another role reports the rest.
+        for &projection in &projections {
             let result = report(&pool, &rebuilder, &failures, projection, search_position).await;
             if let Err(error) = result {
                 tracing::debug!(%error, projection = projection.name(), "could not report projection status");

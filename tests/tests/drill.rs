@@ -1,6 +1,8 @@
 //! The scale-out drill: two instances of each service (their binaries) behind
-//! HAProxy, as `./dev up --replicas 2` runs them; one instance of each is
-//! killed (SIGKILL) mid-load. Clients retry what failed with the same
+//! HAProxy: command-services, read-model projectors sharing the partitions,
+//! and query-services each with a search sidecar of its own (the projector
+//! in its search role, on the replica's own index directory); one instance of
+//! each is killed (SIGKILL) mid-load. Clients retry what failed with the same
 //! idempotency key, as a client should. Nothing acknowledged is lost or
 //! doubled, and in the end the read models and every search index are what a
 //! replay of the event store builds.
@@ -51,11 +53,12 @@ impl Instance {
     }
 }
 
-/// Two command-services, two projectors (each with its search index), two
-/// query-services (each reading one projector's index, as on one host).
+/// Two command-services, two read-model projectors, and two query-service
+/// hosts: a query-service and its search sidecar on one index directory.
 struct Fleet {
     commands: Vec<Instance>,
     projectors: Vec<Instance>,
+    sidecars: Vec<Instance>,
     queries: Vec<Instance>,
     index_dirs: Vec<PathBuf>,
     front: Front,
@@ -70,6 +73,7 @@ impl Fleet {
         let mut fleet = Fleet {
             commands: Vec::new(),
             projectors: Vec::new(),
+            sidecars: Vec::new(),
             queries: Vec::new(),
             index_dirs,
             front,
@@ -80,13 +84,15 @@ impl Fleet {
             fleet.commands.push(command);
         }
         for i in 0..2 {
-            let projector = Instance::start(
-                "projector",
-                projector_args(app, &fleet.index_dirs[i]),
-                vec![],
-            )
-            .await;
-            fleet.projectors.push(projector);
+            let own = app.search_index_dir.join(format!("read-models-{i}"));
+            let args = projector_args(app, "read-models", &own);
+            fleet
+                .projectors
+                .push(Instance::start("projector", args, vec![]).await);
+            let args = projector_args(app, "search", &fleet.index_dirs[i]);
+            fleet
+                .sidecars
+                .push(Instance::start("projector", args, vec![]).await);
         }
         fleet.front.start(&fleet.commands, None).await;
         for i in 0..2 {
@@ -119,7 +125,7 @@ impl Fleet {
     }
 }
 
-fn projector_args(app: &TestApp, index_dir: &Path) -> Vec<String> {
+fn projector_args(app: &TestApp, role: &str, index_dir: &Path) -> Vec<String> {
     app.projector_args()
         .into_iter()
         .map(|arg| {
@@ -129,6 +135,7 @@ fn projector_args(app: &TestApp, index_dir: &Path) -> Vec<String> {
                 arg
             }
         })
+        .chain([format!("--role={role}")])
         .collect()
 }
 
@@ -308,6 +315,7 @@ async fn two_of_everything_behind_a_proxy_lose_nothing_when_one_of_each_is_kille
         // The relay's leader is one of the two; either way one dies.
         fleet.commands[0].kill().await;
         fleet.projectors[0].kill().await;
+        fleet.sidecars[0].kill().await;
         fleet.queries[0].kill().await;
         done.load(std::sync::atomic::Ordering::Relaxed)
     };
@@ -343,13 +351,10 @@ async fn two_of_everything_behind_a_proxy_lose_nothing_when_one_of_each_is_kille
         Some(created.len() as u64)
     );
 
-    // The killed instances come back; every index catches up.
-    fleet.projectors[0] = Instance::start(
-        "projector",
-        projector_args(&app, &fleet.index_dirs[0]),
-        vec![],
-    )
-    .await;
+    // The killed sidecar comes back and catches up from its checkpoint;
+    // every index has every post.
+    let args = projector_args(&app, "search", &fleet.index_dirs[0]);
+    fleet.sidecars[0] = Instance::start("projector", args, vec![]).await;
     app.drain_search().await;
     let versions: std::collections::HashMap<Uuid, i32> =
         sqlx::query_as::<_, (Uuid, i32)>("SELECT id, version FROM posts")
