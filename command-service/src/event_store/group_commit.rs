@@ -98,6 +98,21 @@ async fn commit(pool: &PgPool, mut batch: Vec<Pending>) {
                 let _ = pending.reply.send(outcome);
             }
         }
+        // Only a batch known to have rolled back may be appended again: after
+        // a lost connection it may have committed, and deciding its commands
+        // again could apply them twice. Their callers get the error (a client
+        // retries with its idempotency key).
+        Err(error) if !rolled_back(&error) => {
+            tracing::warn!(%error, size = batch.len(), "a batch's outcome is unknown");
+            let message = error.to_string();
+            for pending in batch {
+                let unknown =
+                    std::io::Error::other(format!("the append's outcome is unknown: {message}"));
+                let _ = pending
+                    .reply
+                    .send(Err(StoreError::Database(sqlx::Error::Io(unknown))));
+            }
+        }
         Err(error) => {
             tracing::debug!(%error, size = batch.len(), "the batch failed; appending one by one");
             metrics::counter!("chronicle_append_batch_fallbacks_total").increment(1);
@@ -108,6 +123,17 @@ async fn commit(pool: &PgPool, mut batch: Vec<Pending>) {
             .await;
         }
     }
+}
+
+/// Whether a failed batch certainly wrote nothing: the server refused the
+/// statement (its transaction rolled back), or it was never sent.
+fn rolled_back(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Conflict { .. }
+            | StoreError::ClaimRace
+            | StoreError::Database(sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut)
+    )
 }
 
 /// The appends, flattened into the columns `event_store.append_batch` takes.
@@ -262,4 +288,23 @@ pub async fn append_batch(
                 .unwrap_or_else(|| Err(StoreError::Malformed("a batch outcome is missing".into())))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_batch_known_to_have_rolled_back_is_appended_again() {
+        assert!(rolled_back(&StoreError::ClaimRace));
+        assert!(rolled_back(&StoreError::Conflict { current: 3 }));
+        assert!(rolled_back(&StoreError::Database(
+            sqlx::Error::PoolTimedOut
+        )));
+        // The connection went during the statement: it may have committed.
+        let lost = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!rolled_back(&StoreError::Database(sqlx::Error::Io(lost))));
+        // Its answer could not be read: it committed.
+        assert!(!rolled_back(&StoreError::Malformed("an outcome".into())));
+    }
 }
