@@ -7,13 +7,12 @@
 //! of running them one after another (a second append to a stream in the
 //! same batch finds it moved on, and is decided again). Before any of them
 //! writes, the batch takes every lock they will take, in the one global
-//! order (idempotency keys, streams, then the unique values they may claim,
-//! so that claim inserts never wait on each other in a cycle): no batch
-//! waits on another in a cycle, and no stream a batch
-//! appends to can gain a version from another transaction after the batch
-//! has its transaction id (the relay's per-stream order depends on it). If
-//! the batch fails as a whole (a writer elsewhere won a race), each append
-//! is retried alone.
+//! order (idempotency keys, streams, then the unique values they may claim):
+//! no batch waits on another in a cycle, and no stream a batch appends to
+//! can gain a version from another transaction after the batch has its
+//! transaction id (the relay's per-stream order depends on it). If the batch
+//! fails as a whole and surely rolled back (a writer elsewhere won a race),
+//! each append is retried alone.
 
 use std::sync::Arc;
 
