@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::consumer::{self, ConsumerSettings};
 use crate::read_models::{self, ReadModelError};
 use crate::rebuild::{Projection, RebuildOptions, Rebuilder};
@@ -190,6 +190,14 @@ async fn run_background(
         shutdown.clone(),
     ));
     tracing::info!(role = ?config.role, "projecting");
+    // A sidecar alone sees no rebuild of the read models: it follows their swap.
+    let follow_swap = (config.role == Role::Search).then(|| {
+        tokio::spawn(crate::search::follow_swap::run(
+            pool.clone(),
+            rebuilder.clone(),
+            shutdown.clone(),
+        ))
+    });
     let search = config.role.search().then(|| {
         tokio::spawn(indexer::run(
             IndexerSettings {
@@ -224,6 +232,9 @@ async fn run_background(
     }
     if let Some(search) = search {
         let _ = search.await;
+    }
+    if let Some(follow_swap) = follow_swap {
+        let _ = follow_swap.await;
     }
     let _ = status.await;
 }

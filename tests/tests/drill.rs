@@ -406,3 +406,50 @@ async fn two_of_everything_behind_a_proxy_lose_nothing_when_one_of_each_is_kille
         );
     }
 }
+
+/// A read-model rebuild may correct rows without any post event on the bus:
+/// a search sidecar, which only follows the bus, rebuilds its index from the
+/// new rows when the read models are swapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_sidecar_rebuilds_its_index_when_the_read_models_are_replaced() {
+    let app = TestApp::spawn().await;
+    let dir = app.search_index_dir.join("sidecar");
+    let _sidecar = Instance::start("projector", projector_args(&app, "search", &dir), vec![]).await;
+    let (_, ada) = app.signed_in("ada").await;
+    let post = app
+        .published_post(&ada, "Indexed by the sidecar", &[])
+        .await;
+    let layout = IndexLayout::new(&dir);
+    eventually(
+        Duration::from_secs(30),
+        "the sidecar indexes the post",
+        || {
+            let layout = layout.clone();
+            async move { search::indexed_versions(&layout).contains_key(&post) }
+        },
+    )
+    .await;
+    let before = layout.current().unwrap().unwrap();
+
+    app.rebuilder()
+        .run(Projection::ReadModels, RebuildOptions { swap: true })
+        .await
+        .unwrap();
+
+    eventually(
+        Duration::from_secs(60),
+        "a new generation from the new rows",
+        || {
+            let layout = layout.clone();
+            async move {
+                layout
+                    .current()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|current| current > before)
+                    && search::indexed_versions(&layout).contains_key(&post)
+            }
+        },
+    )
+    .await;
+}
