@@ -1,7 +1,9 @@
 use std::time::Duration;
 
+use chronicle_schema::search_schema::IndexLayout;
 use clap::Parser;
 use futures::StreamExt;
+use projector::rebuild::{Projection, RebuildOptions, digest};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -9,6 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::database::TestDatabase;
 use crate::graphql::GraphqlRequest;
 use crate::kafka::{TestTopic, brokers};
+
+/// Every read-model column, by table (`projector::rebuild::digest`).
+pub type Digest = std::collections::BTreeMap<String, String>;
+/// A search index's documents, by post.
+pub type Documents = std::collections::BTreeMap<uuid::Uuid, String>;
 
 #[derive(Clone, Debug)]
 pub struct TestOptions {
@@ -149,6 +156,37 @@ impl TestApp {
             .as_ref()
             .expect("this app runs a projector")
             .1
+    }
+
+    /// Every read-model column as it is live, and as a replay of the event
+    /// store builds it (beside the live tables, not swapped in).
+    pub async fn read_models_live_and_replayed(&self) -> (Digest, Digest) {
+        self.rebuilder()
+            .run(Projection::ReadModels, RebuildOptions { swap: false })
+            .await
+            .expect("a replay of the read models");
+        let mut connection = self.pool.acquire().await.unwrap();
+        let live = digest::read_models(&mut connection, "read").await.unwrap();
+        let replayed = digest::read_models(&mut connection, "read_next")
+            .await
+            .unwrap();
+        (live, replayed)
+    }
+
+    /// The app's search index as it is live, and as rebuilt from the read
+    /// models beside it (not swapped in), document by document.
+    pub async fn search_documents_live_and_rebuilt(&self) -> (Documents, Documents) {
+        let layout = IndexLayout::new(&self.search_index_dir);
+        let live = layout.current().unwrap().expect("a live generation");
+        self.rebuilder()
+            .run(Projection::Search, RebuildOptions { swap: false })
+            .await
+            .expect("a rebuild of the search index");
+        let rebuilt = *layout.generations().unwrap().last().unwrap();
+        (
+            crate::search::documents(&layout, live),
+            crate::search::documents(&layout, rebuilt),
+        )
     }
 
     /// A GraphQL request to the query-service.

@@ -4,9 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use chronicle_schema::search_schema::IndexLayout;
-use chronicle_tests::{TestApp, TestOptions, search, workload};
-use projector::rebuild::{Projection, RebuildOptions, digest};
+use chronicle_tests::{TestApp, TestOptions, workload};
 
 fn spawn_projector(app: &TestApp) -> tokio::process::Child {
     tokio::process::Command::new(chronicle_tests::binary("projector"))
@@ -87,26 +85,9 @@ async fn killing_the_projector_mid_batch_under_load_loses_and_duplicates_nothing
         .await
         .unwrap();
     assert_eq!(dead_letters, 0);
-    app.rebuilder()
-        .run(Projection::ReadModels, RebuildOptions { swap: false })
-        .await
-        .unwrap();
-    let mut connection = app.pool.acquire().await.unwrap();
-    let live = digest::read_models(&mut connection, "read").await.unwrap();
-    let replayed = digest::read_models(&mut connection, "read_next")
-        .await
-        .unwrap();
+    let (live, replayed) = app.read_models_live_and_replayed().await;
     assert_eq!(live, replayed);
 
-    let layout = IndexLayout::new(&app.search_index_dir);
-    let live_generation = layout.current().unwrap().unwrap();
-    app.rebuilder()
-        .run(Projection::Search, RebuildOptions { swap: false })
-        .await
-        .unwrap();
-    let rebuilt = *layout.generations().unwrap().last().unwrap();
-    assert_eq!(
-        search::documents(&layout, live_generation),
-        search::documents(&layout, rebuilt)
-    );
+    let (live, rebuilt) = app.search_documents_live_and_rebuilt().await;
+    assert_eq!(live, rebuilt);
 }

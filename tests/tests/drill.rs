@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chronicle_schema::search_schema::IndexLayout;
 use chronicle_tests::{TestApp, TestOptions, binary, eventually, free_port, search, wait_ready};
-use projector::rebuild::{Projection, RebuildOptions, digest};
+use projector::rebuild::{Projection, RebuildOptions};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -379,22 +379,9 @@ async fn two_of_everything_behind_a_proxy_lose_nothing_when_one_of_each_is_kille
     }
 
     // Read models and search indexes as a replay builds them.
-    app.rebuilder()
-        .run(Projection::ReadModels, RebuildOptions { swap: false })
-        .await
-        .unwrap();
-    let mut connection = app.pool.acquire().await.unwrap();
-    let live = digest::read_models(&mut connection, "read").await.unwrap();
-    let replayed = digest::read_models(&mut connection, "read_next")
-        .await
-        .unwrap();
+    let (live, replayed) = app.read_models_live_and_replayed().await;
     assert_eq!(live, replayed);
-    let own = IndexLayout::new(&app.search_index_dir);
-    app.rebuilder()
-        .run(Projection::Search, RebuildOptions { swap: false })
-        .await
-        .unwrap();
-    let rebuilt = search::documents(&own, *own.generations().unwrap().last().unwrap());
+    let (_, rebuilt) = app.search_documents_live_and_rebuilt().await;
     for dir in &fleet.index_dirs {
         let layout = IndexLayout::new(dir);
         let current = layout.current().unwrap().unwrap();

@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use chronicle_schema::events::{PostCreated, PostPublished, UserDeactivated, UserRegistered};
-use chronicle_schema::search_schema::IndexLayout;
 use chronicle_schema::{DomainEvent, EventMetadata, Role, StreamType};
-use chronicle_tests::{TestApp, TestOptions, history, search};
-use projector::rebuild::{Projection, RebuildOptions, digest};
+use chronicle_tests::{TestApp, TestOptions, history};
 use uuid::Uuid;
 
 async fn append_together(app: &TestApp, appends: Vec<(Uuid, StreamType, i32, Vec<DomainEvent>)>) {
@@ -150,15 +148,7 @@ async fn three_projectors_in_one_group_through_a_rebalance_build_what_a_replay_b
     app.drain_search().await;
 
     // Every column of every read model, as a replay of the store builds it.
-    app.rebuilder()
-        .run(Projection::ReadModels, RebuildOptions { swap: false })
-        .await
-        .unwrap();
-    let mut connection = app.pool.acquire().await.unwrap();
-    let live = digest::read_models(&mut connection, "read").await.unwrap();
-    let replayed = digest::read_models(&mut connection, "read_next")
-        .await
-        .unwrap();
+    let (live, replayed) = app.read_models_live_and_replayed().await;
     assert_eq!(live, replayed);
     let wrong: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM users u WHERE u.handle LIKE 'skew%' AND u.post_count <> \
@@ -180,17 +170,8 @@ async fn three_projectors_in_one_group_through_a_rebalance_build_what_a_replay_b
     );
 
     // And the search index (derived from those rows) as a rebuild makes it.
-    let layout = IndexLayout::new(&app.search_index_dir);
-    let live_generation = layout.current().unwrap().unwrap();
-    app.rebuilder()
-        .run(Projection::Search, RebuildOptions { swap: false })
-        .await
-        .unwrap();
-    let rebuilt_generation = *layout.generations().unwrap().last().unwrap();
-    assert_eq!(
-        search::documents(&layout, live_generation),
-        search::documents(&layout, rebuilt_generation)
-    );
+    let (live, rebuilt) = app.search_documents_live_and_rebuilt().await;
+    assert_eq!(live, rebuilt);
     drop(second);
     drop(fourth);
 }
