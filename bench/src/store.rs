@@ -1,21 +1,43 @@
 //! Writing a generated history into the event store, in bulk.
 
+use std::collections::HashMap;
+
+use chronicle_schema::DomainEvent;
+use chronicle_schema::events::{CommentEvent, PostEvent};
+use chronicle_schema::privacy::{self, SubjectKey};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::generator::History;
+use crate::generator::{Generated, History};
 
 const CHUNK: usize = 5_000;
 /// Every seeded user can sign in with this password.
 pub const SEEDED_PASSWORD: &str = "chronicle demo password";
 
-/// Appends the history (in its order), claims its unique values, and gives
-/// every user the demo password. Answers the number of events written.
+/// Appends the history (in its order), its personal values sealed for
+/// their people as the command-service seals them, claims its unique values,
+/// and gives every user the demo password. Answers the number of events written.
 pub async fn write(
     pool: &PgPool,
     history: &History,
     mut progress: impl FnMut(usize),
 ) -> Result<usize, sqlx::Error> {
+    let mut sealing = Sealing::new(&history.users);
+    for chunk in history.users.chunks(CHUNK) {
+        sqlx::query(
+            r#"INSERT INTO privacy.subject_keys (subject_id, key)
+               SELECT * FROM UNNEST($1::uuid[], $2::bytea[]) ON CONFLICT DO NOTHING"#,
+        )
+        .bind(chunk)
+        .bind(
+            chunk
+                .iter()
+                .map(|user| sealing.keys[user].as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .execute(pool)
+        .await?;
+    }
     let mut written = 0;
     for chunk in history.events.chunks(CHUNK) {
         let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
@@ -37,7 +59,7 @@ pub async fn write(
         .bind(chunk.iter().map(|event| event.version).collect::<Vec<_>>())
         .bind(chunk.iter().map(|event| event.event.event_type()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|event| event.event.schema_version()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|event| event.event.to_payload()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|event| sealing.payload(event)).collect::<Vec<_>>())
         .bind(chunk.iter().map(|event| event.actor_id).collect::<Vec<_>>())
         .bind(chunk.iter().map(|event| event.at).collect::<Vec<_>>())
         .execute(pool)
@@ -81,4 +103,41 @@ pub async fn write(
         .await?;
     }
     Ok(written)
+}
+
+/// Everyone's key, and who each stream's personal values belong to.
+struct Sealing {
+    keys: HashMap<Uuid, SubjectKey>,
+    authors: HashMap<Uuid, Uuid>,
+}
+
+impl Sealing {
+    fn new(users: &[Uuid]) -> Sealing {
+        Sealing {
+            keys: users
+                .iter()
+                .map(|user| (*user, SubjectKey::generate()))
+                .collect(),
+            authors: HashMap::new(),
+        }
+    }
+
+    /// The event's payload, sealed for its author (events come in order:
+    /// a stream's creation before its edits).
+    fn payload(&mut self, generated: &Generated) -> serde_json::Value {
+        let subject = match &generated.event {
+            DomainEvent::User(_) => Some(generated.stream_id),
+            DomainEvent::Post(PostEvent::Created(created)) => Some(created.author_id),
+            DomainEvent::Comment(CommentEvent::Added(added)) => Some(added.author_id),
+            _ => self.authors.get(&generated.stream_id).copied(),
+        };
+        let mut payload = generated.event.to_payload();
+        if let Some(subject) = subject {
+            self.authors.insert(generated.stream_id, subject);
+            if let Some(key) = self.keys.get(&subject) {
+                privacy::seal(generated.event.event_type(), &mut payload, subject, key);
+            }
+        }
+        payload
+    }
 }

@@ -16,6 +16,7 @@ pub mod event_store;
 pub mod http;
 pub mod operator;
 pub mod outbox;
+pub mod privacy;
 pub mod startup;
 pub mod validation;
 

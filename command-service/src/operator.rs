@@ -54,6 +54,7 @@ pub async fn set_role(pool: &PgPool, email: &str, role: Role) -> Result<(Uuid, i
             }],
             claims: Vec::new(),
             idempotency: None,
+            sealing: None,
         },
     )
     .await?;

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::event_store::GroupCommit;
 use crate::http::{self, ApiState};
 use crate::outbox::{Relay, RelaySettings};
+use crate::privacy::SealingKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -90,6 +91,7 @@ impl Application {
             refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_seconds),
             aggregates: Arc::default(),
             group_commit: GroupCommit::start(pool.clone(), config.append_commit_workers),
+            keys: Arc::new(SealingKeys::new(pool.clone())),
             login_limits: LoginLimits {
                 max_failures_per_account: config.login_max_failures,
                 max_failures_per_client: config.login_max_failures_per_client,

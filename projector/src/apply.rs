@@ -20,6 +20,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chronicle_schema::events::{CommentEvent, PostEvent, StoredEventRow, UserEvent};
+use chronicle_schema::privacy::Keyring;
 use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected, Touched};
 use chronicle_schema::read_models::comments::{self, CommentRow};
 use chronicle_schema::read_models::posts::{self, PostRow};
@@ -463,19 +464,31 @@ impl Batch {
         before: i32,
     ) -> Result<(), ApplyError> {
         let rows = load_between(connection, stream_id, applied, before).await?;
-        let filled_tags: Vec<String> = rows
+        let keys =
+            Keyring::for_payloads(&mut *connection, rows.iter().map(|row| &row.payload)).await?;
+        let opened: Vec<(StoredEventRow, Result<RecordedEvent, _>)> = rows
+            .into_iter()
+            .map(|row| {
+                let event = RecordedEvent::open(row.clone(), &keys);
+                (row, event)
+            })
+            .collect();
+        // Their tags, opened: the stored ones may be sealed.
+        let filled_tags: Vec<String> = opened
             .iter()
-            .filter_map(|row| row.payload.get("tags").and_then(|tags| tags.as_array()))
+            .filter_map(|(_, event)| match &event.as_ref().ok()?.event {
+                DomainEvent::Post(PostEvent::Created(created)) => Some(created.tags.clone()),
+                DomainEvent::Post(PostEvent::Edited(edited)) => Some(edited.tags.clone()),
+                _ => None,
+            })
             .flatten()
-            .filter_map(|tag| tag.as_str().map(str::to_owned))
             .collect();
         self.lock_tags(connection, filled_tags).await?;
-        tracing::warn!(%stream_id, applied, version = before, filled = rows.len(),
+        tracing::warn!(%stream_id, applied, version = before, filled = opened.len(),
             "filling a hole in a stream from the event store");
         metrics::counter!("chronicle_projector_holes_filled_total").increment(1);
-        for row in rows {
-            let (version, position) = (row.version, row.position);
-            match RecordedEvent::try_from(row.clone()) {
+        for (row, event) in opened {
+            match event {
                 Ok(event) => {
                     self.fold(&event);
                     self.outcome.filled += 1;
@@ -483,8 +496,8 @@ impl Batch {
                 Err(error) => self.dead_letter(
                     Letter::stored(&row, None, error.to_string()),
                     stream_id,
-                    version,
-                    position,
+                    row.version,
+                    row.position,
                 ),
             }
         }

@@ -6,8 +6,9 @@
 //! the truth.
 
 use chronicle_platform::retry::{self, Backoff};
-use chronicle_schema::bus;
-use futures::FutureExt;
+use chronicle_schema::bus::{self, Envelope};
+use chronicle_schema::privacy::Keyring;
+use futures::{FutureExt, TryFutureExt};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
@@ -83,20 +84,19 @@ async fn consume(
             message = consumer.recv() => message?.detach(),
         };
         let messages = fill_batch(&consumer, first, settings.batch_size)?;
-        let batch: Vec<Incoming> = messages.iter().map(decode).collect();
+        let parsed: Vec<Parsed> = messages.iter().map(parse).collect();
         // Infrastructure failures retry the same batch; shutdown abandons it
         // uncommitted (it is redelivered to whoever consumes next).
-        let applied = retry::until_ok(
-            "applying a batch",
-            shutdown,
-            Backoff::standard(),
-            || async {
-                apply::apply_batch(pool, &batch).await.inspect_err(|_| {
-                    failures.record(Projection::ReadModels);
-                    metrics::counter!("chronicle_projector_batch_failures_total").increment(1);
-                })
-            },
-        )
+        let applied = retry::until_ok("applying a batch", shutdown, Backoff::standard(), || {
+            async {
+                let batch = open(pool, &parsed).await?;
+                apply::apply_batch(pool, &batch).await
+            }
+            .inspect_err(|_| {
+                failures.record(Projection::ReadModels);
+                metrics::counter!("chronicle_projector_batch_failures_total").increment(1);
+            })
+        })
         .await;
         let Some(outcome) = applied else {
             return Ok(());
@@ -129,7 +129,39 @@ pub(crate) fn fill_batch(
     Ok(messages)
 }
 
-pub(crate) fn decode(message: &OwnedMessage) -> Incoming {
+/// A message read as far as it can be without keys.
+enum Parsed {
+    Message(Box<Envelope>, serde_json::Value, Option<KafkaPosition>),
+    Unreadable(Box<Letter>),
+}
+
+/// The batch's events, their personal values opened with the keys of the
+/// people they name (loaded now: an erased person's values read as erased).
+async fn open(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Incoming>, apply::ApplyError> {
+    let payloads = parsed.iter().filter_map(|parsed| match parsed {
+        Parsed::Message(_, payload, _) => Some(payload),
+        Parsed::Unreadable(_) => None,
+    });
+    let keys = Keyring::for_payloads(pool, payloads).await?;
+    Ok(parsed
+        .iter()
+        .map(|parsed| match parsed {
+            Parsed::Unreadable(letter) => Incoming::Unreadable(letter.clone()),
+            Parsed::Message(envelope, payload, at) => {
+                match (**envelope).clone().open_value(payload.clone(), &keys) {
+                    Ok(event) => Incoming::Event(event),
+                    Err(error) => Incoming::Unreadable(Box::new(Letter::envelope(
+                        envelope,
+                        *at,
+                        error.to_string(),
+                    ))),
+                }
+            }
+        })
+        .collect())
+}
+
+fn parse(message: &OwnedMessage) -> Parsed {
     let headers = message.headers();
     let header = |name: &str| {
         headers.and_then(|headers| {
@@ -146,14 +178,16 @@ pub(crate) fn decode(message: &OwnedMessage) -> Incoming {
     let envelope = match bus::decode_envelope(header) {
         Ok(envelope) => envelope,
         Err(error) => {
-            return Incoming::Unreadable(Box::new(Letter::unreadable(at, error.to_string())));
+            return Parsed::Unreadable(Box::new(Letter::unreadable(at, error.to_string())));
         }
     };
-    match envelope.clone().open(message.payload().unwrap_or_default()) {
-        Ok(event) => Incoming::Event(event),
-        Err(error) => {
-            Incoming::Unreadable(Box::new(Letter::envelope(&envelope, at, error.to_string())))
-        }
+    match serde_json::from_slice(message.payload().unwrap_or_default()) {
+        Ok(payload) => Parsed::Message(Box::new(envelope), payload, at),
+        Err(error) => Parsed::Unreadable(Box::new(Letter::envelope(
+            &envelope,
+            at,
+            bus::BusDecodeError::Payload(error).to_string(),
+        ))),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use chronicle_schema::bus::Envelope;
 use chronicle_schema::events::StoredEventRow;
+use chronicle_schema::privacy::Keyring;
 use chronicle_schema::{RecordedEvent, StreamType};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -190,8 +191,10 @@ pub async fn redrive(pool: &PgPool) -> Result<RedriveReport, apply::ApplyError> 
         .await?;
         let mut failure = None;
         let mut events = Vec::with_capacity(rows.len());
+        let keys =
+            Keyring::for_payloads(&mut *transaction, rows.iter().map(|row| &row.payload)).await?;
         for row in rows {
-            match RecordedEvent::try_from(row) {
+            match RecordedEvent::open(row, &keys) {
                 Ok(event) => events.push(Incoming::Event(event)),
                 Err(error) => {
                     failure = Some(error.to_string());

@@ -10,6 +10,7 @@ pub mod command_client;
 pub mod config;
 pub mod consistency;
 pub mod error;
+pub mod export;
 pub mod freshness;
 pub mod graphql;
 pub mod rate_limit;

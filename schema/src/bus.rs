@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::events::{
     DecodeError, DomainEvent, EventMetadata, RecordedEvent, StoredEventRow, StreamType,
 };
+use crate::privacy::{Keyring, Opened};
 
 pub const CE_SPECVERSION: &str = "ce_specversion";
 pub const CE_ID: &str = "ce_id";
@@ -183,18 +184,31 @@ pub fn decode_envelope<'a>(
 
 impl Envelope {
     /// The event, if this build can read its payload (upcast to the current
-    /// schema version).
-    pub fn open(self, payload: &[u8]) -> Result<RecordedEvent, BusDecodeError> {
+    /// schema version), its personal values opened with `keys`.
+    pub fn open(self, payload: &[u8], keys: &Keyring) -> Result<RecordedEvent, BusDecodeError> {
         let payload = serde_json::from_slice(payload).map_err(BusDecodeError::Payload)?;
+        self.open_value(payload, keys)
+    }
+
+    /// As `open`, for a payload already parsed (to find whose keys it needs:
+    /// `privacy::subjects`).
+    pub fn open_value(
+        self,
+        payload: serde_json::Value,
+        keys: &Keyring,
+    ) -> Result<RecordedEvent, BusDecodeError> {
+        let (event, opened) =
+            DomainEvent::open(&self.event_type, self.schema_version, payload, keys)?;
         Ok(RecordedEvent {
             position: self.position,
             event_id: self.event_id,
             stream_id: self.stream_id,
             stream_type: self.stream_type,
             version: self.version,
-            event: DomainEvent::decode(&self.event_type, self.schema_version, payload)?,
+            event,
             metadata: self.metadata,
             recorded_at: self.recorded_at,
+            erased: opened == Opened::Erased,
         })
     }
 }
@@ -203,8 +217,9 @@ impl Envelope {
 pub fn decode<'a>(
     header: impl Fn(&str) -> Option<&'a [u8]>,
     payload: &[u8],
+    keys: &Keyring,
 ) -> Result<RecordedEvent, BusDecodeError> {
-    decode_envelope(header)?.open(payload)
+    decode_envelope(header)?.open(payload, keys)
 }
 
 #[cfg(test)]
@@ -245,8 +260,9 @@ mod tests {
     fn an_event_survives_the_bus() {
         let row = sample();
         let message = Message::from_row(&row);
-        let decoded = decode(|name| lookup(&message, name), &message.value).unwrap();
-        assert_eq!(decoded, RecordedEvent::try_from(row).unwrap());
+        let keys = Keyring::none();
+        let decoded = decode(|name| lookup(&message, name), &message.value, &keys).unwrap();
+        assert_eq!(decoded, RecordedEvent::open(row, &keys).unwrap());
     }
 
     #[test]
@@ -269,14 +285,14 @@ mod tests {
         let envelope = decode_envelope(|name| lookup(&message, name)).unwrap();
         assert_eq!((envelope.stream_id, envelope.version), (row.stream_id, 1));
         assert!(matches!(
-            envelope.open(&message.value),
+            envelope.open(&message.value, &Keyring::none()),
             Err(BusDecodeError::Event(DecodeError::FutureVersion { .. }))
         ));
     }
 
     #[test]
     fn a_message_without_its_headers_is_refused() {
-        let error = decode(|_| None, b"{}").unwrap_err();
+        let error = decode(|_| None, b"{}", &Keyring::none()).unwrap_err();
         assert!(matches!(error, BusDecodeError::MissingHeader(_)));
     }
 }

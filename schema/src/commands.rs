@@ -125,6 +125,10 @@ pub enum Command {
         comment_id: Uuid,
         expected_version: Option<i32>,
     },
+    /// Crypto-shreds a person: the person themself, or an admin.
+    EraseUser {
+        user_id: Uuid,
+    },
 }
 
 impl Command {
@@ -151,7 +155,8 @@ impl Command {
             | Command::DeletePost { .. }
             | Command::AddComment { .. }
             | Command::EditComment { .. }
-            | Command::DeleteComment { .. } => {}
+            | Command::DeleteComment { .. }
+            | Command::EraseUser { .. } => {}
         }
         command
     }
@@ -174,6 +179,7 @@ impl Command {
             Command::AddComment { .. } => "AddComment",
             Command::EditComment { .. } => "EditComment",
             Command::DeleteComment { .. } => "DeleteComment",
+            Command::EraseUser { .. } => "EraseUser",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod markdown;
 pub mod migrations;
+pub mod privacy;
 pub mod projected;
 pub mod prose_tokenizer;
 pub mod read_models;

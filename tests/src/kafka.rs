@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chronicle_schema::privacy::Keyring;
 use chronicle_schema::{RecordedEvent, bus};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -66,9 +67,19 @@ impl RawMessage {
             .map(|(_, value)| value.as_str())
     }
 
-    /// The event, as Chronicle's consumers decode it.
+    /// The event, as a consumer without anyone's key reads it (personal
+    /// values blank).
     pub fn decode(&self) -> Result<RecordedEvent, bus::BusDecodeError> {
-        bus::decode(|name| self.header(name).map(str::as_bytes), &self.payload)
+        self.decode_with(&Keyring::none())
+    }
+
+    /// The event, its personal values opened with `keys`.
+    pub fn decode_with(&self, keys: &Keyring) -> Result<RecordedEvent, bus::BusDecodeError> {
+        bus::decode(
+            |name| self.header(name).map(str::as_bytes),
+            &self.payload,
+            keys,
+        )
     }
 }
 

@@ -99,3 +99,52 @@ pub fn all_versions(layout: &IndexLayout) -> HashMap<Uuid, Vec<i32>> {
     }
     versions
 }
+
+/// The terms of `text` (as the index's analyzers cut it) that any segment
+/// of the live generation still holds in its term dictionary, deleted
+/// documents' included: what an index's files still say, not what it finds.
+pub fn terms_held(layout: &IndexLayout, text: &str) -> Vec<String> {
+    use tantivy::Term;
+    use tantivy::tokenizer::TokenStream;
+    let Ok(Some(generation)) = layout.current() else {
+        return Vec::new();
+    };
+    let index =
+        Index::open_in_dir(layout.generation_dir(generation)).expect("open the index generation");
+    chronicle_schema::prose_tokenizer::register(&index);
+    let schema = PostIndexSchema::build();
+    let searcher = index.reader().expect("a reader").searcher();
+    let mut held = Vec::new();
+    let fields = [
+        schema.slug,
+        schema.title,
+        schema.body,
+        schema.tag,
+        schema.tags_text,
+        schema.author_handle,
+    ];
+    for field in fields {
+        let mut tokenizer = index
+            .tokenizer_for_field(field)
+            .expect("the field's tokenizer");
+        let mut stream = tokenizer.token_stream(text);
+        while let Some(token) = stream.next() {
+            let term = Term::from_field_text(field, &token.text);
+            for segment in searcher.segment_readers() {
+                let inverted = segment.inverted_index(field).expect("the field's postings");
+                if inverted
+                    .get_term_info(&term)
+                    .expect("the term dictionary")
+                    .is_some()
+                {
+                    held.push(format!(
+                        "{}:{}",
+                        schema.schema.get_field_name(field),
+                        token.text
+                    ));
+                }
+            }
+        }
+    }
+    held
+}

@@ -5,7 +5,8 @@
 
 use std::collections::HashSet;
 
-use chronicle_schema::Role;
+use chronicle_schema::events::UserEvent;
+use chronicle_schema::{DomainEvent, Role};
 use chronicle_tests::{Session, TestApp};
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -208,13 +209,16 @@ async fn an_instance_whose_cache_is_behind_decides_on_the_stores_state() {
     let kept = command(&app, other.url(), &session, rename("Ada E", None)).await;
     assert_eq!(kept["version"], 5, "{kept}");
 
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT payload->>'displayName' FROM event_store.events WHERE stream_id = $1 AND version > 1 ORDER BY version",
-    )
-    .bind(ada.id)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let mut connection = app.pool.acquire().await.unwrap();
+    let names: Vec<String> = command_service::event_store::read_stream(&mut connection, ada.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|recorded| match recorded.event {
+            DomainEvent::User(UserEvent::ProfileUpdated(profile)) => Some(profile.display_name),
+            _ => None,
+        })
+        .collect();
     assert_eq!(names, ["Ada A", "Ada B", "Ada C", "Ada E"]);
 }
 

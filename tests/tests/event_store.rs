@@ -203,6 +203,7 @@ fn renamed_by(stream_id: Uuid, base_version: i32, name: &str) -> event_store::Ap
         reads: Vec::new(),
         claims: Vec::new(),
         idempotency: None,
+        sealing: None,
     }
 }
 

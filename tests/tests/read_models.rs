@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chronicle_schema::RecordedEvent;
 use chronicle_schema::events::{StoreCursor, fence, read_committed};
+use chronicle_schema::privacy::Keyring;
 use chronicle_schema::search_schema::IndexLayout;
 use chronicle_tests::{TestDatabase, history};
 use projector::apply::{self, Incoming};
@@ -30,10 +31,13 @@ async fn stored_events(pool: &PgPool) -> Vec<RecordedEvent> {
             .unwrap();
         let Some((last, _)) = batch.last() else { break };
         cursor = last.clone();
+        let keys = Keyring::for_payloads(pool, batch.iter().map(|(_, row)| &row.payload))
+            .await
+            .unwrap();
         events.extend(
             batch
                 .into_iter()
-                .map(|(_, row)| RecordedEvent::try_from(row).unwrap()),
+                .map(|(_, row)| RecordedEvent::open(row, &keys).unwrap()),
         );
     }
     events

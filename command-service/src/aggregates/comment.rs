@@ -48,6 +48,8 @@ impl Aggregate for Comment {
                 self.deleted = true;
                 self.body.clear();
             }
+            // Gone for good: every command on it is answered "not found".
+            CommentEvent::Erased(_) => *self = Comment::new(self.id),
         }
     }
 

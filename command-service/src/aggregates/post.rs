@@ -79,6 +79,8 @@ impl Aggregate for Post {
             PostEvent::Published(_) => self.status = PostStatus::Published,
             PostEvent::Unpublished(_) => self.status = PostStatus::Draft,
             PostEvent::Deleted(_) => self.deleted = true,
+            // Gone for good: every command on it is answered "not found".
+            PostEvent::Erased(_) => *self = Post::new(self.id),
         }
     }
 

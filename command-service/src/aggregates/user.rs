@@ -61,6 +61,8 @@ impl Aggregate for User {
             }
             UserEvent::RoleChanged(changed) => self.role = changed.role,
             UserEvent::Deactivated(_) => self.active = false,
+            // Gone for good: their token no longer names anyone.
+            UserEvent::Erased(_) => *self = User::new(self.id),
         }
     }
 

@@ -89,11 +89,10 @@ impl Handle for EditComment {
             .target::<Comment>(self.comment_id, self.expected_version)
             .await?;
         let events = comment.state.edit(&actor, self.body.clone())?;
-        Ok(Decided::new::<Comment>(
-            self.comment_id,
-            comment.version,
-            events,
-        ))
+        Ok(
+            Decided::new::<Comment>(self.comment_id, comment.version, events)
+                .sealed_for(comment.state.author_id),
+        )
     }
 }
 

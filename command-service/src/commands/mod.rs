@@ -9,6 +9,7 @@
 
 mod cache;
 mod comments;
+mod erasure;
 mod idempotency;
 mod posts;
 mod sessions;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chronicle_platform::access_token::{AccessTokens, Claims, TokenError};
+use chronicle_schema::events::{CommentEvent, PostEvent};
+use chronicle_schema::privacy;
 use chronicle_schema::{
     Command, CommandEnvelope, CommandReply, ConsistencyToken, DomainEvent, EventMetadata,
     StreamType,
@@ -30,8 +33,10 @@ use crate::aggregates::{Actor, Aggregate, Rejection, User};
 use crate::auth::login_limit::LoginLimits;
 use crate::error::CommandError;
 use crate::event_store::{
-    self, Append, Appended, Claim, GroupCommit, Idempotency, Loaded, Lock, Read, StoreError,
+    self, Append, Appended, Claim, GroupCommit, Idempotency, Loaded, Lock, Read, Sealing,
+    StoreError,
 };
+use crate::privacy::SealingKeys;
 
 pub use cache::AggregateCache;
 use cache::Cached;
@@ -55,6 +60,7 @@ pub struct CommandServices {
     pub login_limits: LoginLimits,
     pub aggregates: Arc<AggregateCache>,
     pub group_commit: GroupCommit,
+    pub keys: Arc<SealingKeys>,
 }
 
 /// Where a command comes from, beyond its envelope.
@@ -98,6 +104,9 @@ pub(crate) struct Decided {
     pub claims: Vec<Claim>,
     /// What else commits with the events.
     pub also: Option<AlsoWrite>,
+    /// Whose personal values the events carry, where the events do not say
+    /// (an edit: its author); see `subject`.
+    sealed_for: Option<Uuid>,
 }
 
 impl Decided {
@@ -109,7 +118,33 @@ impl Decided {
             events: events.into_iter().map(Into::into).collect(),
             claims: Vec::new(),
             also: None,
+            sealed_for: None,
         }
+    }
+
+    /// The events carry `subject`'s personal values.
+    pub fn sealed_for(mut self, subject: Uuid) -> Decided {
+        self.sealed_for = Some(subject);
+        self
+    }
+
+    /// Whose key seals the events, when they carry personal values: the
+    /// user of a user stream, the author a new post or comment names, or
+    /// the one the decision named.
+    fn subject(&self) -> Option<Uuid> {
+        if !self
+            .events
+            .iter()
+            .any(|event| privacy::is_personal(event.event_type()))
+        {
+            return None;
+        }
+        self.sealed_for.or_else(|| match self.events.first()? {
+            DomainEvent::User(_) => Some(self.stream_id),
+            DomainEvent::Post(PostEvent::Created(created)) => Some(created.author_id),
+            DomainEvent::Comment(CommentEvent::Added(added)) => Some(added.author_id),
+            _ => None,
+        })
     }
 }
 
@@ -229,6 +264,7 @@ impl Execution<'_> {
                 continue;
             }
             reads.dedup_by_key(|read| read.stream_id);
+            let sealing = self.sealing(&decided).await?;
             let appends_events = !decided.events.is_empty();
             let append = Append {
                 stream_id: decided.stream_id,
@@ -248,6 +284,7 @@ impl Execution<'_> {
                     fingerprint: scope.request_hash.clone(),
                     ttl_seconds: self.services.idempotency_ttl_seconds,
                 }),
+                sealing,
             };
             let outcome = self.append(append, decided.also).await;
             let written = |version| Written {
@@ -317,6 +354,18 @@ impl Execution<'_> {
         Err(CommandError::ConcurrentWrite {
             current: last_conflict,
         })
+    }
+
+    /// The key that seals the decision's personal values, if it has any.
+    async fn sealing(&self, decided: &Decided) -> Result<Option<Sealing>, CommandError> {
+        let Some(subject) = decided.subject() else {
+            return Ok(None);
+        };
+        match self.services.keys.for_subject(subject).await? {
+            Some(key) => Ok(Some(Sealing { subject, key })),
+            // Nothing is written for an erased person, by anyone.
+            None => Err(CommandError::NotFound("user not found".into())),
+        }
     }
 
     /// The append, with what else commits with it, in one transaction; an
@@ -698,5 +747,6 @@ async fn dispatch(
                 })
                 .await
         }
+        Command::EraseUser { user_id } => erasure::erase_user(execution, *user_id).await,
     }
 }

@@ -145,7 +145,8 @@ impl Handle for EditPost {
                 tags: self.tags.clone(),
             },
         )?;
-        Ok(Decided::new::<Post>(self.post_id, post.version, events))
+        Ok(Decided::new::<Post>(self.post_id, post.version, events)
+            .sealed_for(post.state.author_id))
     }
 }
 

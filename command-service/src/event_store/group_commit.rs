@@ -224,7 +224,7 @@ type BatchRow = (
 /// One statement for all of `appends`; an outcome for each, in order. An
 /// error fails them all (nothing is written).
 pub async fn append_batch(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     appends: &[&Append],
 ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
     let columns = Columns::of(appends);
@@ -256,7 +256,7 @@ pub async fn append_batch(
     .bind(&columns.read_stream)
     .bind(&columns.read_version)
     .bind(&columns.read_lock)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     if rows.len() != appends.len() {
         return Err(StoreError::Malformed(format!(

@@ -12,6 +12,7 @@ mod group_commit;
 pub use group_commit::{GroupCommit, append_batch};
 
 use chronicle_schema::events::{DecodeError, StoredEventRow};
+use chronicle_schema::privacy::{self, Keyring, SubjectKey};
 use chronicle_schema::{DomainEvent, EventMetadata, RecordedEvent, StreamType};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -66,8 +67,9 @@ pub async fn read_stream(
     )
     .fetch_all(&mut *connection)
     .await?;
+    let keys = Keyring::for_payloads(&mut *connection, rows.iter().map(|row| &row.payload)).await?;
     rows.into_iter()
-        .map(|row| RecordedEvent::try_from(row).map_err(StoreError::from))
+        .map(|row| RecordedEvent::open(row, &keys).map_err(StoreError::from))
         .collect()
 }
 
@@ -141,6 +143,16 @@ pub struct Append {
     pub reads: Vec<Read>,
     pub claims: Vec<Claim>,
     pub idempotency: Option<Idempotency>,
+    /// Whose key seals the events' personal values (and a claimed value the
+    /// statement writes into them); `None` stores them as they are.
+    pub sealing: Option<Sealing>,
+}
+
+/// The person whose values an append carries, and their key.
+#[derive(Clone, Debug)]
+pub struct Sealing {
+    pub subject: Uuid,
+    pub key: SubjectKey,
 }
 
 /// An append's events as the statement takes them.
@@ -170,10 +182,47 @@ impl Append {
                 .iter()
                 .map(DomainEvent::schema_version)
                 .collect(),
-            payloads: self.events.iter().map(DomainEvent::to_payload).collect(),
+            payloads: self.sealed_payloads(),
             metadata,
-            claims: serde_json::to_value(&self.claims).expect("claims serialize"),
+            claims: self.sealed_claims(),
         }
+    }
+
+    fn sealed_payloads(&self) -> Vec<serde_json::Value> {
+        let mut payloads: Vec<serde_json::Value> =
+            self.events.iter().map(DomainEvent::to_payload).collect();
+        if let Some(sealing) = &self.sealing {
+            for (event, payload) in self.events.iter().zip(&mut payloads) {
+                privacy::seal(event.event_type(), payload, sealing.subject, &sealing.key);
+            }
+        }
+        payloads
+    }
+
+    /// The claims; one the statement writes into the event carries each
+    /// candidate sealed too (`values`), so what is stored is sealed.
+    fn sealed_claims(&self) -> serde_json::Value {
+        let mut claims = serde_json::to_value(&self.claims).expect("claims serialize");
+        if let (Some(sealing), serde_json::Value::Array(claims)) = (&self.sealing, &mut claims) {
+            for (claim, json) in self.claims.iter().zip(claims) {
+                if let Some(field) = claim.field {
+                    let values: Vec<serde_json::Value> = claim
+                        .candidates
+                        .iter()
+                        .map(|candidate| {
+                            privacy::seal_value(
+                                field,
+                                &json!(candidate),
+                                sealing.subject,
+                                &sealing.key,
+                            )
+                        })
+                        .collect();
+                    json["values"] = json!(values);
+                }
+            }
+        }
+        claims
     }
 
     /// Counts what was appended.
@@ -349,6 +398,7 @@ pub async fn append(
             reads: Vec::new(),
             claims: Vec::new(),
             idempotency: None,
+            sealing: None,
         },
     )
     .await?;

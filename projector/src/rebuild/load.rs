@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chronicle_schema::events::StoredEventRow;
+use chronicle_schema::privacy::Keyring;
 use chronicle_schema::read_models::comments::{self, CommentRow};
 use chronicle_schema::read_models::posts::{self, Author, PostRow};
 use chronicle_schema::read_models::users::{self, UserRow};
@@ -61,6 +62,7 @@ struct Folded<Row> {
 
 fn fold_stream<Row>(
     events: Vec<StoredEventRow>,
+    keys: &Keyring,
     letters: &mut Vec<Letter>,
     mut fold: impl FnMut(
         Option<Row>,
@@ -72,7 +74,7 @@ fn fold_stream<Row>(
     for stored in events {
         last = (stored.version, stored.position);
         let mut letter = Letter::stored(&stored, None, String::new());
-        match RecordedEvent::try_from(stored) {
+        match RecordedEvent::open(stored, keys) {
             // A fold refuses an event only when there is no row to take it.
             Ok(event) => match fold(row.take(), &event) {
                 Ok(next) => row = next,
@@ -106,6 +108,10 @@ pub async fn load(
 ) -> Result<Loaded, RebuildError> {
     let mut loaded = Loaded::default();
     let mut versions = Copier::new("stream_versions", "stream_id, version, position");
+    // Everyone's keys, read after the horizon was: a key is stored before
+    // the first event sealed with it commits. An erasure after this is
+    // caught up with after the load, as live.
+    let keys = Keyring::all(&mut *reader).await?;
 
     // Users: kept until the end, when their counts are known.
     let mut users: HashMap<Uuid, UserRow> = HashMap::new();
@@ -126,7 +132,7 @@ pub async fn load(
                 let events = std::mem::take(&mut stream);
                 let id = events[0].stream_id;
                 loaded.events += events.len() as u64;
-                let folded = fold_stream(events, &mut loaded.letters, fold_user);
+                let folded = fold_stream(events, &keys, &mut loaded.letters, fold_user);
                 versions.push(writer, version_line(id, folded.last)).await?;
                 if let Some(user) = folded.row {
                     users.insert(id, user);
@@ -137,7 +143,7 @@ pub async fn load(
         if !stream.is_empty() {
             let id = stream[0].stream_id;
             loaded.events += stream.len() as u64;
-            let folded = fold_stream(stream, &mut loaded.letters, fold_user);
+            let folded = fold_stream(stream, &keys, &mut loaded.letters, fold_user);
             versions.push(writer, version_line(id, folded.last)).await?;
             if let Some(user) = folded.row {
                 users.insert(id, user);
@@ -176,12 +182,13 @@ pub async fn load(
                 let id = events[0].stream_id;
                 let last = match events[0].stream_type.as_str() {
                     "post" => {
-                        let folded = fold_stream(events, &mut loaded.letters, |row, event| {
-                            match &event.event {
-                                DomainEvent::Post(post) => PostRow::fold(row, event, post),
-                                _ => Ok(row),
-                            }
-                        });
+                        let folded =
+                            fold_stream(events, &keys, &mut loaded.letters, |row, event| {
+                                match &event.event {
+                                    DomainEvent::Post(post) => PostRow::fold(row, event, post),
+                                    _ => Ok(row),
+                                }
+                            });
                         if let Some(mut post) = folded.row {
                             counts.post(&mut post, &users);
                             on_post(&post);
@@ -190,14 +197,15 @@ pub async fn load(
                         folded.last
                     }
                     _ => {
-                        let folded = fold_stream(events, &mut loaded.letters, |row, event| {
-                            match &event.event {
-                                DomainEvent::Comment(comment) => {
-                                    CommentRow::fold(row, event, comment)
+                        let folded =
+                            fold_stream(events, &keys, &mut loaded.letters, |row, event| {
+                                match &event.event {
+                                    DomainEvent::Comment(comment) => {
+                                        CommentRow::fold(row, event, comment)
+                                    }
+                                    _ => Ok(row),
                                 }
-                                _ => Ok(row),
-                            }
-                        });
+                            });
                         if let Some(mut comment) = folded.row {
                             counts.comment(&mut comment);
                             comment_copier.push(writer, comment_line(&comment)).await?;

@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 use chronicle_schema::RecordedEvent;
 use chronicle_schema::events::{StoreCursor, fence, read_committed, visible_horizon};
+use chronicle_schema::privacy::Keyring;
 use chronicle_schema::read_models::{comments, posts};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -136,7 +137,9 @@ async fn catch_up(
     };
     *cursor = last.clone();
     let count = batch.len();
-    let events = incoming(batch);
+    let keys =
+        Keyring::for_payloads(&mut *connection, batch.iter().map(|(_, row)| &row.payload)).await?;
+    let events = incoming(batch, &keys);
     let mut transaction = connection.begin().await?;
     apply::apply_within(&mut transaction, &events, CATCH_UP).await?;
     transaction.commit().await?;
@@ -145,12 +148,15 @@ async fn catch_up(
 }
 
 /// Stored events as a batch: the unreadable ones are set aside as live.
-fn incoming(batch: Vec<(StoreCursor, chronicle_schema::events::StoredEventRow)>) -> Vec<Incoming> {
+fn incoming(
+    batch: Vec<(StoreCursor, chronicle_schema::events::StoredEventRow)>,
+    keys: &Keyring,
+) -> Vec<Incoming> {
     batch
         .into_iter()
         .map(|(_, row)| {
             let mut letter = dead_letters::Letter::stored(&row, None, String::new());
-            match RecordedEvent::try_from(row) {
+            match RecordedEvent::open(row, keys) {
                 Ok(event) => Incoming::Event(event),
                 Err(error) => {
                     letter.error = error.to_string();
@@ -184,7 +190,10 @@ async fn swap(
         let Some((last, _)) = batch.last() else { break };
         *cursor = last.clone();
         let count = batch.len();
-        apply::apply_within(&mut transaction, &incoming(batch), SWAP_CATCH_UP).await?;
+        let keys =
+            Keyring::for_payloads(&mut *transaction, batch.iter().map(|(_, row)| &row.payload))
+                .await?;
+        apply::apply_within(&mut transaction, &incoming(batch, &keys), SWAP_CATCH_UP).await?;
         tracker.processed(count as u64);
     }
     sqlx::raw_sql(

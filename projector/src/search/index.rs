@@ -91,6 +91,25 @@ impl PostIndex {
         Ok(())
     }
 
+    /// Rewrites every segment that holds deleted documents without them, and
+    /// removes the old files: a deleted document's text stays in its segment
+    /// until then. Run after an erasure, so the person's words leave the
+    /// index's files, not only its results.
+    pub fn purge_deleted(&mut self) -> Result<(), SearchIndexError> {
+        let segments: Vec<tantivy::index::SegmentId> = self
+            .index
+            .searchable_segment_metas()?
+            .into_iter()
+            .filter(tantivy::index::SegmentMeta::has_deletes)
+            .map(|meta| meta.id())
+            .collect();
+        if !segments.is_empty() {
+            self.writer.merge(&segments).wait()?;
+        }
+        self.writer.garbage_collect_files().wait()?;
+        Ok(())
+    }
+
     /// Every committed document, as sorted `(id, stored fields)` text: for
     /// comparing a rebuilt index with a live one.
     pub fn documents(&self) -> Result<BTreeMap<Uuid, String>, SearchIndexError> {

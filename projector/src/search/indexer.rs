@@ -61,6 +61,9 @@ pub struct LiveIndex {
     pub last_commit: Instant,
     /// Highest event position written; for lag reporting.
     pub applied_position: i64,
+    /// Someone was erased since the last commit: their posts' old documents
+    /// are purged from the files after it.
+    pub purge: bool,
 }
 
 pub type SharedIndex = Arc<Mutex<LiveIndex>>;
@@ -103,6 +106,7 @@ pub fn open_live(layout: &IndexLayout, topic: &str) -> Result<LiveIndex, SearchI
         topic: topic.to_owned(),
         last_commit: Instant::now(),
         applied_position,
+        purge: false,
     })
 }
 
@@ -128,6 +132,13 @@ pub async fn commit(shared: &SharedIndex, pool: &PgPool) -> Result<(), IndexerEr
     let written = std::mem::take(&mut live.written);
     let mut live = tokio::task::spawn_blocking(move || {
         let result = live.index.commit(&checkpoint);
+        if result.is_ok() && live.purge {
+            match live.index.purge_deleted() {
+                Ok(()) => live.purge = false,
+                // Tried again after the next commit.
+                Err(error) => tracing::warn!(%error, "could not purge erased documents yet"),
+            }
+        }
         (live, result)
     })
     .await
@@ -336,6 +347,7 @@ async fn index_batch(
     let mut posts: HashMap<Uuid, i32> = HashMap::new();
     let mut users: HashMap<Uuid, i32> = HashMap::new();
     let mut highest_position = 0;
+    let mut erased = false;
     for message in messages {
         // The headers say which stream and version; the payload is the read
         // models' business (an unreadable one is their dead letter).
@@ -352,6 +364,9 @@ async fn index_batch(
             continue;
         };
         highest_position = highest_position.max(envelope.position);
+        if matches!(envelope.event_type.as_str(), "UserErased" | "PostErased") {
+            erased = true;
+        }
         let streams = match envelope.stream_type {
             StreamType::Post => &mut posts,
             StreamType::User => &mut users,
@@ -381,5 +396,6 @@ async fn index_batch(
         *next = (*next).max(message.offset() + 1);
     }
     live.applied_position = live.applied_position.max(highest_position);
+    live.purge |= erased;
     Ok(true)
 }

@@ -275,7 +275,7 @@ async fn socket_session(
     let bearer = authorization.and_then(bearer).map(str::to_owned);
     let viewer = match &bearer {
         Some(token) => Some(
-            viewer(state, token)
+            viewer(&state.services, token)
                 .await
                 .map_err(async_graphql::Error::from)?,
         ),
@@ -378,7 +378,7 @@ async fn request_context(
         .map(str::to_owned);
     let viewer = match &bearer {
         None => None,
-        Some(token) => Some(viewer(state, token).await?),
+        Some(token) => Some(viewer(&state.services, token).await?),
     };
     let consistency_token = match header(CONSISTENCY_TOKEN_HEADER) {
         None => None,
@@ -409,26 +409,16 @@ async fn request_context(
 
 /// The signed-in caller. The role is the one the read model has now (a
 /// demotion applies at once); a deactivated account's token is refused.
-async fn viewer(state: &GraphqlState, token: &str) -> Result<Viewer, ApiError> {
-    let claims = state
-        .services
-        .access_tokens
-        .verify(token)
-        .map_err(|error| {
-            let message = match error {
-                TokenError::Expired => "the access token has expired; refresh it",
-                TokenError::Invalid => "the access token is invalid",
-            };
-            ApiError::new(ErrorCode::Unauthenticated, message)
-        })?;
+pub(crate) async fn viewer(services: &Services, token: &str) -> Result<Viewer, ApiError> {
+    let claims = services.access_tokens.verify(token).map_err(|error| {
+        let message = match error {
+            TokenError::Expired => "the access token has expired; refresh it",
+            TokenError::Invalid => "the access token is invalid",
+        };
+        ApiError::new(ErrorCode::Unauthenticated, message)
+    })?;
     let session_open = match claims.sid {
-        Some(session_id) => {
-            state
-                .services
-                .sessions
-                .is_open(session_id, claims.sub)
-                .await?
-        }
+        Some(session_id) => services.sessions.is_open(session_id, claims.sub).await?,
         None => false,
     };
     if !session_open {
@@ -437,7 +427,7 @@ async fn viewer(state: &GraphqlState, token: &str) -> Result<Viewer, ApiError> {
             "the session has ended (signed out, or the account was secured); sign in again",
         ));
     }
-    let current = users::by_id(&state.services.pool, claims.sub).await?;
+    let current = users::by_id(&services.pool, claims.sub).await?;
     let role = match &current {
         Some(user) if !user.active => {
             return Err(ApiError::new(

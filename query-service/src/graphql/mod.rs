@@ -2,7 +2,7 @@
 
 pub mod cost;
 mod graphiql;
-mod http;
+pub(crate) mod http;
 pub mod loaders;
 mod mutation;
 pub mod pagination;

@@ -208,6 +208,18 @@ impl Mutation {
         user_payload(context, send(context, command).await?).await
     }
 
+    /// Erases a person for good (crypto-shredding, docs/privacy.md): their
+    /// key is destroyed, their posts and comments leave every read model and
+    /// the search index, their sessions end, their email and handle are free
+    /// again. The person themself, or an admin; an admin asking again gets
+    /// the same answer.
+    async fn erase_user(&self, context: &Context<'_>, id: ID) -> Result<DeletePayload, ApiError> {
+        let command = Command::EraseUser {
+            user_id: parse_id("id", &id)?,
+        };
+        Ok(delete_payload(send(context, command).await?))
+    }
+
     /// Creates a draft.
     async fn create_post(
         &self,

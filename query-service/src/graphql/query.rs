@@ -123,6 +123,26 @@ impl CoreQuery {
             .map(User))
     }
 
+    /// Everything Chronicle holds about the signed-in user, as one JSON
+    /// document: profile, sessions, posts (drafts and deleted ones too) and
+    /// comments. A large one streams from `GET /me/export` (docs/privacy.md).
+    async fn export_my_data(
+        &self,
+        context: &Context<'_>,
+    ) -> Result<async_graphql::Json<serde_json::Value>, ApiError> {
+        let Some(viewer) = context.data_unchecked::<RequestContext>().viewer else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "sign in to export your data",
+            ));
+        };
+        let mut document = String::new();
+        crate::export::write(services(context), viewer.id, &mut document).await?;
+        let document = serde_json::from_str(&document)
+            .map_err(|error| ApiError::internal(format!("the export is malformed: {error}")))?;
+        Ok(async_graphql::Json(document))
+    }
+
     /// Any user, post or comment by its id.
     async fn node(&self, context: &Context<'_>, id: ID) -> Result<Option<Node>, ApiError> {
         let id = parse_id("id", &id)?;

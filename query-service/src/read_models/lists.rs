@@ -93,7 +93,7 @@ async fn count(pool: &PgPool, mut query: QueryBuilder<Postgres>) -> Result<i64, 
 
 use chronicle_schema::read_models::comments::COLUMNS as COMMENT_COLUMNS;
 use chronicle_schema::read_models::posts::{COLUMNS as POST_COLUMNS, PostStatus};
-use chronicle_schema::read_models::users::COLUMNS as USER_COLUMNS;
+use chronicle_schema::read_models::users::{COLUMNS as USER_COLUMNS, NOT_ERASED};
 
 pub const USERS_ORDER: Order = Order {
     column: "joined_at",
@@ -101,13 +101,20 @@ pub const USERS_ORDER: Order = Order {
 };
 
 pub async fn users(pool: &PgPool, page: &Page) -> Result<Fetched<UserRow>, sqlx::Error> {
-    let mut query = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users WHERE TRUE"));
+    // An erased person's row stays (their id is still an author's), unlisted.
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE {NOT_ERASED}"
+    ));
     push_page(&mut query, USERS_ORDER, "id", page);
     fetch_page(pool, query, page).await
 }
 
 pub async fn count_users(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    count(pool, QueryBuilder::new("SELECT count(*) FROM users")).await
+    count(
+        pool,
+        QueryBuilder::new(format!("SELECT count(*) FROM users WHERE {NOT_ERASED}")),
+    )
+    .await
 }
 
 /// Which posts a list shows.

@@ -1,4 +1,5 @@
-//! REST beside GraphQL: `GET /search` and its OpenAPI document.
+//! REST beside GraphQL: `GET /search`, `GET /me/export` (a data export,
+//! streamed) and their OpenAPI document.
 
 mod search;
 
@@ -10,6 +11,7 @@ use crate::graphql::Services;
 pub fn router(services: Services) -> Router {
     Router::new()
         .route("/search", get(search::search))
+        .route("/me/export", get(crate::export::download))
         .route("/openapi.json", get(openapi))
         .with_state(services)
 }

@@ -7,6 +7,7 @@ event_enum!(CommentEvent {
     Added(CommentAdded) = "CommentAdded", version 1,
     Edited(CommentEdited) = "CommentEdited", version 1,
     Deleted(CommentDeleted) = "CommentDeleted", version 1,
+    Erased(CommentErased) = "CommentErased", version 1,
 });
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,3 +29,8 @@ pub struct CommentEdited {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentDeleted {}
+
+/// Its author was erased: the comment's text is gone for good.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommentErased {}

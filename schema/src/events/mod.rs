@@ -13,10 +13,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use comment::{CommentAdded, CommentDeleted, CommentEdited, CommentEvent};
-pub use post::{PostCreated, PostDeleted, PostEdited, PostEvent, PostPublished, PostUnpublished};
+pub use comment::{CommentAdded, CommentDeleted, CommentEdited, CommentErased, CommentEvent};
+pub use post::{
+    PostCreated, PostDeleted, PostEdited, PostErased, PostEvent, PostPublished, PostUnpublished,
+};
 pub use stored::{StoreCursor, StoredEventRow, read_committed, visible_horizon};
-pub use user::{UserDeactivated, UserEvent, UserProfileUpdated, UserRegistered, UserRoleChanged};
+pub use user::{
+    UserDeactivated, UserErased, UserEvent, UserProfileUpdated, UserRegistered, UserRoleChanged,
+};
 
 /// The kind of aggregate a stream belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,6 +74,8 @@ pub enum DecodeError {
         schema_version: i16,
         source: serde_json::Error,
     },
+    #[error("{0}")]
+    Sealed(#[from] crate::privacy::SealError),
 }
 
 /// Defines, per aggregate, the mapping between event variants, their stored
@@ -196,7 +202,22 @@ impl DomainEvent {
         }
     }
 
-    /// Reads a stored event of any schema version as the current type.
+    /// Reads a stored payload with its personal values opened by `keys`
+    /// (blanks, and `Opened::Erased`, where their subject was erased).
+    pub fn open(
+        event_type: &str,
+        schema_version: i16,
+        mut payload: serde_json::Value,
+        keys: &crate::privacy::Keyring,
+    ) -> Result<(DomainEvent, crate::privacy::Opened), DecodeError> {
+        let opened = crate::privacy::open(event_type, &mut payload, keys)?;
+        Ok((
+            DomainEvent::decode(event_type, schema_version, payload)?,
+            opened,
+        ))
+    }
+
+    /// Reads a plain stored event of any schema version as the current type.
     pub fn decode(
         event_type: &str,
         schema_version: i16,
@@ -239,4 +260,7 @@ pub struct RecordedEvent {
     pub event: DomainEvent,
     pub metadata: EventMetadata,
     pub recorded_at: DateTime<Utc>,
+    /// Its personal values did not open: their subject was erased, and they
+    /// read as blanks. Every read model forgets what such an event says.
+    pub erased: bool,
 }

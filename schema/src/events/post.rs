@@ -9,6 +9,7 @@ event_enum!(PostEvent {
     Published(PostPublished) = "PostPublished", version 1,
     Unpublished(PostUnpublished) = "PostUnpublished", version 1,
     Deleted(PostDeleted) = "PostDeleted", version 1,
+    Erased(PostErased) = "PostErased", version 1,
 });
 
 /// A new draft. v1 had no tags (see `upcast`).
@@ -45,3 +46,9 @@ pub struct PostUnpublished {}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PostDeleted {}
+
+/// Its author was erased: the post's text is gone for good, and the stream
+/// takes no more commands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostErased {}

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{DecodeError, DomainEvent, EventMetadata, RecordedEvent, StreamType};
+use crate::privacy::{Keyring, Opened};
 
 /// One row of `event_store.events` as selected by readers (columns in this order).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -24,10 +25,9 @@ pub struct StoredEventRow {
     pub recorded_at: DateTime<Utc>,
 }
 
-impl TryFrom<StoredEventRow> for RecordedEvent {
-    type Error = DecodeError;
-
-    fn try_from(row: StoredEventRow) -> Result<Self, Self::Error> {
+impl RecordedEvent {
+    /// Reads a stored row, its personal values opened with `keys`.
+    pub fn open(row: StoredEventRow, keys: &Keyring) -> Result<RecordedEvent, DecodeError> {
         let stream_type = StreamType::parse(&row.stream_type)
             .ok_or_else(|| DecodeError::UnknownType(format!("stream type {}", row.stream_type)))?;
         let traceparent = row
@@ -35,13 +35,15 @@ impl TryFrom<StoredEventRow> for RecordedEvent {
             .get("traceparent")
             .and_then(|value| value.as_str())
             .map(str::to_owned);
+        let (event, opened) =
+            DomainEvent::open(&row.event_type, row.schema_version, row.payload, keys)?;
         Ok(RecordedEvent {
             position: row.position,
             event_id: row.event_id,
             stream_id: row.stream_id,
             stream_type,
             version: row.version,
-            event: DomainEvent::decode(&row.event_type, row.schema_version, row.payload)?,
+            event,
             metadata: EventMetadata {
                 command_id: row.command_id,
                 correlation_id: row.correlation_id,
@@ -50,6 +52,7 @@ impl TryFrom<StoredEventRow> for RecordedEvent {
                 traceparent,
             },
             recorded_at: row.recorded_at,
+            erased: opened == Opened::Erased,
         })
     }
 }

@@ -8,6 +8,7 @@ event_enum!(UserEvent {
     ProfileUpdated(UserProfileUpdated) = "UserProfileUpdated", version 1,
     RoleChanged(UserRoleChanged) = "UserRoleChanged", version 1,
     Deactivated(UserDeactivated) = "UserDeactivated", version 1,
+    Erased(UserErased) = "UserErased", version 1,
 });
 
 /// A new account. The password hash is not here: secrets never enter events.
@@ -37,3 +38,9 @@ pub struct UserRoleChanged {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserDeactivated {}
+
+/// The person's key was destroyed: what they wrote no longer opens, and
+/// every read model forgets them (docs/privacy.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserErased {}

@@ -33,6 +33,12 @@ impl CommentRow {
         !self.deleted
     }
 
+    /// Forgets its text: erased reads as deleted.
+    pub fn erase(&mut self) {
+        self.deleted = true;
+        self.body.clear();
+    }
+
     /// The row after one event of the comment's stream.
     pub fn fold(
         row: Option<CommentRow>,
@@ -41,8 +47,9 @@ impl CommentRow {
     ) -> Result<Option<CommentRow>, FoldError> {
         let at = recorded.recorded_at;
         let version = recorded.version;
+        let erase = recorded.erased || matches!(event, CommentEvent::Erased(_));
         if let CommentEvent::Added(added) = event {
-            return Ok(Some(CommentRow {
+            let mut comment = CommentRow {
                 id: recorded.stream_id,
                 post_id: added.post_id,
                 author_id: added.author_id,
@@ -53,7 +60,11 @@ impl CommentRow {
                 created_at: at,
                 edited_at: None,
                 version,
-            }));
+            };
+            if erase {
+                comment.erase();
+            }
+            return Ok(Some(comment));
         }
         let Some(mut comment) = row else {
             return Err(FoldError {
@@ -68,10 +79,11 @@ impl CommentRow {
                 comment.body.clone_from(&edited.body);
                 comment.edited_at = Some(at);
             }
-            CommentEvent::Deleted(_) => {
-                comment.deleted = true;
-                comment.body.clear();
-            }
+            CommentEvent::Deleted(_) => comment.erase(),
+            CommentEvent::Erased(_) => {}
+        }
+        if erase {
+            comment.erase();
         }
         comment.version = version;
         Ok(Some(comment))

@@ -56,6 +56,7 @@ pub(crate) mod tests {
             },
             recorded_at: DateTime::from_timestamp(1_700_000_000 + i64::from(version), 0)
                 .expect("a valid time"),
+            erased: false,
         }
     }
 }

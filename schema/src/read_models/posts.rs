@@ -97,6 +97,19 @@ impl PostRow {
         }
     }
 
+    /// Forgets its text and its author's name: what is left is a deleted
+    /// post that only its ids name (the slug placeholder is never a slug).
+    pub fn erase(&mut self) {
+        self.slug = format!("~{}", self.id.simple());
+        self.title.clear();
+        self.body.clear();
+        self.excerpt.clear();
+        self.tags.clear();
+        self.author_handle.clear();
+        self.author_display_name.clear();
+        self.deleted = true;
+    }
+
     /// Its tags, each once (a post's tag counts once for the tag).
     pub fn distinct_tags(&self) -> impl Iterator<Item = &String> {
         self.tags
@@ -115,8 +128,9 @@ impl PostRow {
     ) -> Result<Option<PostRow>, FoldError> {
         let at = recorded.recorded_at;
         let version = recorded.version;
+        let erase = recorded.erased || matches!(event, PostEvent::Erased(_));
         if let PostEvent::Created(created) = event {
-            return Ok(Some(PostRow {
+            let mut post = PostRow {
                 id: recorded.stream_id,
                 slug: created.slug.clone(),
                 title: created.title.clone(),
@@ -134,7 +148,11 @@ impl PostRow {
                 updated_at: at,
                 published_at: None,
                 version,
-            }));
+            };
+            if erase {
+                post.erase();
+            }
+            return Ok(Some(post));
         }
         let Some(mut post) = row else {
             return Err(FoldError {
@@ -157,6 +175,10 @@ impl PostRow {
             }
             PostEvent::Unpublished(_) => post.status = PostStatus::Draft,
             PostEvent::Deleted(_) => post.deleted = true,
+            PostEvent::Erased(_) => {}
+        }
+        if erase {
+            post.erase();
         }
         post.updated_at = at;
         post.version = version;

@@ -30,6 +30,9 @@ pub struct UserRow {
 pub const COLUMNS: &str = "id, handle, display_name, bio, email, role, active, post_count, \
      comment_count, joined_at, updated_at, version";
 
+/// The rows of people not erased, as SQL (`UserRow::is_erased` in Rust).
+pub const NOT_ERASED: &str = "handle NOT LIKE '~%'";
+
 impl UserRow {
     /// The row after one event of the user's stream.
     pub fn fold(
@@ -39,8 +42,9 @@ impl UserRow {
     ) -> Result<Option<UserRow>, FoldError> {
         let at = recorded.recorded_at;
         let version = recorded.version;
+        let erase = recorded.erased || matches!(event, UserEvent::Erased(_));
         if let UserEvent::Registered(registered) = event {
-            return Ok(Some(UserRow {
+            let mut user = UserRow {
                 id: recorded.stream_id,
                 handle: registered.handle.clone(),
                 display_name: registered.display_name.clone(),
@@ -53,7 +57,11 @@ impl UserRow {
                 joined_at: at,
                 updated_at: at,
                 version,
-            }));
+            };
+            if erase {
+                user.erase();
+            }
+            return Ok(Some(user));
         }
         let Some(mut user) = row else {
             return Err(FoldError {
@@ -70,10 +78,29 @@ impl UserRow {
             }
             UserEvent::RoleChanged(changed) => user.role = changed.role,
             UserEvent::Deactivated(_) => user.active = false,
+            UserEvent::Erased(_) => {}
+        }
+        if erase {
+            user.erase();
         }
         user.updated_at = at;
         user.version = version;
         Ok(Some(user))
+    }
+
+    /// Forgets everything personal: what is left is an inactive account
+    /// that only its id names (the handle placeholder cannot be registered).
+    pub fn erase(&mut self) {
+        self.handle = format!("~{}", self.id.simple());
+        self.display_name.clear();
+        self.bio = None;
+        self.email.clear();
+        self.active = false;
+    }
+
+    /// Whether the person was erased (in SQL: not [`NOT_ERASED`]).
+    pub fn is_erased(&self) -> bool {
+        self.handle.starts_with('~')
     }
 }
 

@@ -1,0 +1,149 @@
+//! Personal data, sealed per person (crypto-shredding).
+//!
+//! Every personal value an event carries (a person's email, handle, name,
+//! bio, and the text of their posts and comments) is encrypted, before it is
+//! stored, under a key that belongs to that person (`privacy.subject_keys`,
+//! apart from the events). The event store and the bus hold ciphertext for
+//! those fields; a reader with the key opens them. Erasing a person destroys
+//! their key: every copy of their values, in the store, on Kafka, in any
+//! backup of either, becomes unreadable, while the log itself stays intact.
+//!
+//! Which fields are personal is stated once, per event type, in `seal`.
+//! docs/privacy.md says why those, and how another consumer reads them.
+
+mod seal;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chacha20poly1305::aead::OsRng;
+use chacha20poly1305::aead::rand_core::RngCore;
+use uuid::Uuid;
+
+pub use seal::{Opened, SealError, is_personal, open, seal, seal_value, subjects};
+
+/// A person's key: 256 bits for XChaCha20-Poly1305. Never logged (its
+/// `Debug` says nothing), never in an event, never on the bus.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubjectKey([u8; 32]);
+
+impl SubjectKey {
+    pub fn generate() -> SubjectKey {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        SubjectKey(bytes)
+    }
+
+    /// A stored key; `None` when it is not 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<SubjectKey> {
+        bytes.try_into().ok().map(SubjectKey)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("SubjectKey(..)")
+    }
+}
+
+/// The keys of the people a set of events names. A person who has no key
+/// here was erased (or the events name someone this store never had): their
+/// values open as erased.
+#[derive(Clone, Debug, Default)]
+pub struct Keyring {
+    keys: HashMap<Uuid, SubjectKey>,
+}
+
+impl Keyring {
+    /// No keys: every sealed value opens as erased.
+    pub fn none() -> Keyring {
+        Keyring::default()
+    }
+
+    pub fn insert(&mut self, subject: Uuid, key: SubjectKey) {
+        self.keys.insert(subject, key);
+    }
+
+    pub fn get(&self, subject: &Uuid) -> Option<&SubjectKey> {
+        self.keys.get(subject)
+    }
+
+    /// The keys of `subjects` that exist, in one query.
+    pub async fn load(
+        executor: impl sqlx::PgExecutor<'_>,
+        subjects: &[Uuid],
+    ) -> Result<Keyring, sqlx::Error> {
+        let mut keyring = Keyring::none();
+        if subjects.is_empty() {
+            return Ok(keyring);
+        }
+        let rows = sqlx::query!(
+            "SELECT subject_id, key FROM privacy.subject_keys WHERE subject_id = ANY($1)",
+            subjects
+        )
+        .fetch_all(executor)
+        .await?;
+        for row in rows {
+            if let Some(key) = SubjectKey::from_bytes(&row.key) {
+                keyring.insert(row.subject_id, key);
+            }
+        }
+        Ok(keyring)
+    }
+
+    /// Every key there is (a rebuild folds the whole store).
+    pub async fn all(executor: impl sqlx::PgExecutor<'_>) -> Result<Keyring, sqlx::Error> {
+        let rows = sqlx::query!("SELECT subject_id, key FROM privacy.subject_keys")
+            .fetch_all(executor)
+            .await?;
+        let mut keyring = Keyring::none();
+        for row in rows {
+            if let Some(key) = SubjectKey::from_bytes(&row.key) {
+                keyring.insert(row.subject_id, key);
+            }
+        }
+        Ok(keyring)
+    }
+
+    /// The keys of everyone these payloads name.
+    pub async fn for_payloads<'a>(
+        executor: impl sqlx::PgExecutor<'_>,
+        payloads: impl IntoIterator<Item = &'a serde_json::Value>,
+    ) -> Result<Keyring, sqlx::Error> {
+        let mut named: Vec<Uuid> = payloads.into_iter().flat_map(subjects).collect();
+        named.sort_unstable();
+        named.dedup();
+        Keyring::load(executor, &named).await
+    }
+}
+
+/// Gives `subject` a key if they have none, and answers their key; `None`
+/// once they are erased (an erased person never gets a key again).
+pub async fn ensure_key(
+    executor: impl sqlx::PgExecutor<'_>,
+    subject: Uuid,
+) -> Result<Option<SubjectKey>, sqlx::Error> {
+    let fresh = SubjectKey::generate();
+    // One statement: a concurrent first use by another instance keeps one key.
+    let stored = sqlx::query_scalar!(
+        r#"WITH created AS (
+               INSERT INTO privacy.subject_keys (subject_id, key)
+               SELECT $1, $2
+               WHERE NOT EXISTS (SELECT 1 FROM privacy.erasures WHERE subject_id = $1)
+               ON CONFLICT (subject_id) DO NOTHING
+               RETURNING key)
+           SELECT key AS "key!" FROM created
+           UNION ALL
+           SELECT key FROM privacy.subject_keys WHERE subject_id = $1
+           LIMIT 1"#,
+        subject,
+        fresh.as_bytes()
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(stored.and_then(|key| SubjectKey::from_bytes(&key)))
+}
