@@ -280,6 +280,9 @@ struct Batch {
     copy_authors: BTreeSet<Uuid>,
     /// New posts, which copy their author's name and standing.
     copy_to_posts: BTreeSet<Uuid>,
+    /// Users and posts this batch created (their handles and slugs may have
+    /// been an erased person's a moment ago).
+    created: HashSet<Uuid>,
     letters: Vec<Letter>,
     announced: Vec<AppliedEvent>,
     outcome: Outcome,
@@ -304,6 +307,7 @@ impl Batch {
             recount_tags: BTreeSet::new(),
             copy_authors: BTreeSet::new(),
             copy_to_posts: BTreeSet::new(),
+            created: HashSet::new(),
             letters: Vec::new(),
             announced: Vec::new(),
             outcome: Outcome::default(),
@@ -610,6 +614,13 @@ impl Batch {
         };
         match result {
             Ok(()) => {
+                if matches!(
+                    &event.event,
+                    DomainEvent::User(UserEvent::Registered(_))
+                        | DomainEvent::Post(PostEvent::Created(_))
+                ) {
+                    self.created.insert(id);
+                }
                 self.changed.insert(id);
                 self.handled(id, event.version, event.position);
                 self.announced.push(AppliedEvent {
@@ -652,6 +663,18 @@ impl Batch {
             .filter(|(id, _)| changed(id))
             .filter_map(|(_, row)| row.as_ref())
             .collect();
+        let created_users: Vec<&UserRow> = users
+            .iter()
+            .filter(|row| self.created.contains(&row.id))
+            .copied()
+            .collect();
+        users::release_handles(connection, &created_users).await?;
+        let created_posts: Vec<&PostRow> = posts
+            .iter()
+            .filter(|row| self.created.contains(&row.id))
+            .copied()
+            .collect();
+        posts::release_slugs(connection, &created_posts).await?;
         users::upsert(connection, &users).await?;
         posts::upsert(connection, &posts).await?;
         comments::upsert(connection, &comments).await?;

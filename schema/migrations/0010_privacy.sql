@@ -19,6 +19,29 @@ CREATE TABLE privacy.erasures (
     erased_by   UUID        NOT NULL
 );
 
+-- A person's key is made and destroyed under this lock (class "PRIV", key:
+-- the subject): a key is never made again for someone being erased.
+CREATE FUNCTION privacy.key_lock_class() RETURNS int
+    LANGUAGE sql IMMUTABLE AS $$ SELECT 1347570006 $$;
+
+-- Failed sign-ins are counted per account by a keyed digest of the email:
+-- the table keeps no email (the rows are minutes old; they start again).
+DELETE FROM auth.login_failures;
+ALTER TABLE auth.login_failures RENAME COLUMN email TO account;
+ALTER INDEX auth.login_failures_email_idx RENAME TO login_failures_account_idx;
+
+-- Takes these streams' locks exclusively, one at a time in the one global
+-- order (as `append_batch` does): an erasure closes many streams at once.
+CREATE FUNCTION event_store.lock_streams(p_streams uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    stream uuid;
+BEGIN
+    FOR stream IN SELECT DISTINCT s FROM unnest(p_streams) AS s ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtextextended(stream::text, 7));
+    END LOOP;
+END $$;
+
 -- The streams a person created (posts, comments): what an erasure closes.
 CREATE INDEX events_author_streams_idx ON event_store.events ((payload->>'authorId'))
     WHERE version = 1 AND stream_type IN ('post', 'comment');

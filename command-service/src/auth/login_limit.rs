@@ -1,13 +1,20 @@
 //! Brute-force protection for logins: after too many failures for one account
 //! or from one client within the window, every login attempt for it is
 //! `RATE_LIMITED` (the right password included) until the window has passed.
-//! Failures are kept in Postgres so every command-service instance agrees.
+//! Failures are kept in Postgres so every command-service instance agrees,
+//! per account by a keyed digest of its email ([`account`]): no email is kept.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 
+use crate::commands::FingerprintKey;
 use crate::error::CommandError;
+
+/// The account an email names, as failures are counted by.
+pub fn account(key: &FingerprintKey, email: &str) -> String {
+    key.pseudonym("login-account", email)
+}
 
 #[derive(Clone, Debug)]
 pub struct LoginLimits {
@@ -30,7 +37,7 @@ pub struct Attempt {
 pub async fn admit(
     pool: &PgPool,
     limits: &LoginLimits,
-    email: &str,
+    account: &str,
     client: &str,
 ) -> Result<Attempt, CommandError> {
     let window = limits.window.as_secs_f64();
@@ -39,20 +46,20 @@ pub async fn admit(
     sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended('login-account:' || $1, 0)),
                 pg_advisory_xact_lock(hashtextextended('login-client:' || $2, 0))",
-        email,
+        account,
         client
     )
     .execute(&mut *transaction)
     .await?;
     let counts = sqlx::query!(
         r#"SELECT
-             count(*) FILTER (WHERE email = $1) AS "account!",
+             count(*) FILTER (WHERE account = $1) AS "account!",
              count(*) FILTER (WHERE client = $2) AS "client!",
-             EXTRACT(EPOCH FROM now() - min(failed_at) FILTER (WHERE email = $1))::float8 AS account_age,
+             EXTRACT(EPOCH FROM now() - min(failed_at) FILTER (WHERE account = $1))::float8 AS account_age,
              EXTRACT(EPOCH FROM now() - min(failed_at) FILTER (WHERE client = $2))::float8 AS client_age
            FROM auth.login_failures
-           WHERE (email = $1 OR client = $2) AND failed_at > now() - make_interval(secs => $3)"#,
-        email,
+           WHERE (account = $1 OR client = $2) AND failed_at > now() - make_interval(secs => $3)"#,
+        account,
         client,
         window
     )
@@ -73,8 +80,8 @@ pub async fn admit(
         });
     }
     let id = sqlx::query_scalar!(
-        "INSERT INTO auth.login_failures (email, client) VALUES ($1, $2) RETURNING id",
-        email,
+        "INSERT INTO auth.login_failures (account, client) VALUES ($1, $2) RETURNING id",
+        account,
         client
     )
     .fetch_one(&mut *transaction)
@@ -89,11 +96,11 @@ pub fn failed(_attempt: Attempt) {
 }
 
 /// The attempt succeeded: it, and the account's earlier failures, are forgotten.
-pub async fn succeeded(pool: &PgPool, attempt: Attempt, email: &str) -> Result<(), CommandError> {
+pub async fn succeeded(pool: &PgPool, attempt: Attempt, account: &str) -> Result<(), CommandError> {
     sqlx::query!(
-        "DELETE FROM auth.login_failures WHERE id = $1 OR email = $2",
+        "DELETE FROM auth.login_failures WHERE id = $1 OR account = $2",
         attempt.id,
-        email
+        account
     )
     .execute(pool)
     .await?;

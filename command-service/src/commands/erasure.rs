@@ -12,14 +12,16 @@
 //! decided again on the erased stream and refused.
 
 use chronicle_schema::events::{CommentErased, PostErased, UserErased};
+use chronicle_schema::privacy;
 use chronicle_schema::{CommandReply, DomainEvent, Role, StreamType};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Attempt, Execution, MAX_ATTEMPTS, Written};
+use super::{Attempt, Execution, FingerprintKey, MAX_ATTEMPTS, Written};
 use crate::aggregates::{Actor, Aggregate, User};
+use crate::auth::login_limit;
 use crate::error::CommandError;
-use crate::event_store::{self, Append, Appended, StoreError};
+use crate::event_store::{self, StoreError};
 
 pub(super) async fn erase_user(
     execution: &Execution<'_>,
@@ -39,48 +41,49 @@ pub(super) async fn erase_user(
             "only the person themself or an admin may erase an account".into(),
         ));
     }
+    let session = execution.claims.as_ref().and_then(|claims| claims.sid);
     for _ in 0..MAX_ATTEMPTS {
         let mut transaction = services.pool.begin().await?;
+        // Before the first write, as every appender (the relay's fence).
+        sqlx::query!("SELECT pg_advisory_xact_lock_shared(event_store.appenders_key())")
+            .execute(&mut *transaction)
+            .await?;
         if let Some(version) = erased_already(&mut transaction, user_id).await? {
             return Ok(written(user_id, version));
+        }
+        let listed = created_streams(&mut transaction, user_id).await?;
+        let mut locked: Vec<Uuid> = listed.iter().map(|(id, _, _)| *id).collect();
+        locked.push(user_id);
+        sqlx::query!("SELECT event_store.lock_streams($1)", &locked)
+            .execute(&mut *transaction)
+            .await?;
+        // Under the locks now: nothing of the person moves until the commit.
+        // A stream created between the list and the locks: list again.
+        let streams = created_streams(&mut transaction, user_id).await?;
+        if streams.len() != listed.len()
+            || streams
+                .iter()
+                .zip(&listed)
+                .any(|(now, then)| now.0 != then.0)
+        {
+            transaction.rollback().await?;
+            continue;
         }
         let user = event_store::load::<User>(&mut transaction, user_id).await?;
         if !user.state.exists() {
             return Err(CommandError::NotFound("user not found".into()));
         }
-        let streams = created_streams(&mut transaction, user_id).await?;
-        let appends = closing_appends(execution, &actor, &user, &streams);
-        let outcomes =
-            event_store::append_batch(&mut *transaction, &appends.iter().collect::<Vec<_>>())
-                .await?;
-        let mut moved = false;
-        for outcome in outcomes {
-            match outcome {
-                Ok(Appended::Appended { .. }) => {}
-                Ok(Appended::Stale { .. }) | Err(StoreError::Conflict { .. }) => moved = true,
-                Ok(Appended::SessionEnded) => {
-                    return Err(CommandError::Unauthenticated(
-                        "the session has ended (signed out, or the account was secured); sign in again",
-                    ));
-                }
-                Ok(other) => {
-                    return Err(CommandError::Internal(format!(
-                        "an erasure append answered {other:?}"
-                    )));
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        // Under the person's lock now: a stream they created before it was
-        // taken, and after the list above, is closed by the next attempt.
-        let ids = |streams: &[(Uuid, StreamType, i32)]| -> Vec<Uuid> {
-            streams.iter().map(|(id, _, _)| *id).collect()
-        };
-        if moved || ids(&created_streams(&mut transaction, user_id).await?) != ids(&streams) {
-            transaction.rollback().await?;
-            continue;
-        }
-        forget_person(&mut transaction, &user.state, actor.id, &streams).await?;
+        check_actor(&mut transaction, &actor, user_id, session).await?;
+        let appended =
+            append_closing_events(&mut transaction, execution, &actor, &user, &streams).await?;
+        forget_person(
+            &mut transaction,
+            &user.state,
+            actor.id,
+            &streams,
+            &services.fingerprint_key,
+        )
+        .await?;
         transaction.commit().await?;
         services.keys.forget(user_id);
         services.aggregates.forget(user_id);
@@ -88,10 +91,58 @@ pub(super) async fn erase_user(
             services.aggregates.forget(*stream_id);
         }
         services.relay_wake.notify_one();
+        metrics::counter!("chronicle_events_appended_total", "event_type" => "UserErased")
+            .increment(1);
+        metrics::counter!("chronicle_events_appended_total", "event_type" => "PostErased")
+            .increment(appended.posts);
+        metrics::counter!("chronicle_events_appended_total", "event_type" => "CommentErased")
+            .increment(appended.comments);
         metrics::counter!("chronicle_users_erased_total").increment(1);
         return Ok(written(user_id, user.version + 1));
     }
     Err(CommandError::ConcurrentWrite { current: 0 })
+}
+
+/// The actor as the store has them now, under their stream's lock (shared:
+/// a role change or deactivation waits for this erasure, or comes before it
+/// and is seen), with the session they sign in with still open.
+async fn check_actor(
+    connection: &mut PgConnection,
+    actor: &Actor,
+    user_id: Uuid,
+    session: Option<Uuid>,
+) -> Result<(), CommandError> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 7))",
+        actor.id
+    )
+    .execute(&mut *connection)
+    .await?;
+    let now = event_store::load::<User>(&mut *connection, actor.id).await?;
+    if !now.state.exists() || !now.state.active {
+        return Err(CommandError::Unauthenticated(
+            "the access token's user does not exist or is deactivated",
+        ));
+    }
+    if actor.id != user_id && now.state.role != Role::Admin {
+        return Err(CommandError::Forbidden(
+            "only the person themself or an admin may erase an account".into(),
+        ));
+    }
+    let open = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM auth.sessions
+                          WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL) AS "open!""#,
+        session,
+        actor.id
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if !open {
+        return Err(CommandError::Unauthenticated(
+            "the session has ended (signed out, or the account was secured); sign in again",
+        ));
+    }
+    Ok(())
 }
 
 fn written(user_id: Uuid, version: i32) -> CommandReply {
@@ -153,44 +204,85 @@ async fn created_streams(
         .collect())
 }
 
+struct Closed {
+    posts: u64,
+    comments: u64,
+}
+
 /// `UserErased` on the person's stream, and an `…Erased` on each stream
-/// they created, each at the version it was read at.
-fn closing_appends(
+/// they created, after the version each is at (under their locks), in one
+/// statement however many there are.
+async fn append_closing_events(
+    connection: &mut PgConnection,
     execution: &Execution<'_>,
     actor: &Actor,
     user: &event_store::Loaded<User>,
     streams: &[(Uuid, StreamType, i32)],
-) -> Vec<Append> {
+) -> Result<Closed, CommandError> {
     let metadata = execution.metadata(Some(actor));
-    let session = execution.claims.as_ref().and_then(|claims| claims.sid);
-    let append = |stream_id, stream_type, base_version, event: DomainEvent, session| Append {
-        stream_id,
-        stream_type,
-        base_version,
-        events: vec![event],
-        metadata: metadata.clone(),
-        request_id: execution.request.request_id.clone(),
-        session,
-        reads: Vec::new(),
-        claims: Vec::new(),
-        idempotency: None,
-        sealing: None,
-    };
-    let mut appends = vec![append(
-        user.state.id,
-        StreamType::User,
-        user.version,
-        UserErased {}.into(),
-        session,
-    )];
-    for (stream_id, stream_type, version) in streams {
-        let event: DomainEvent = match stream_type {
-            StreamType::Post => PostErased {}.into(),
-            _ => CommentErased {}.into(),
-        };
-        appends.push(append(*stream_id, *stream_type, *version, event, None));
+    let mut context = serde_json::json!({});
+    if let Some(traceparent) = &metadata.traceparent {
+        context["traceparent"] = serde_json::json!(traceparent);
     }
-    appends
+    if let Some(request_id) = &execution.request.request_id {
+        context["requestId"] = serde_json::json!(request_id);
+    }
+    let mut closed = Closed {
+        posts: 0,
+        comments: 0,
+    };
+    let (mut ids, mut types, mut versions, mut events) = (
+        vec![user.state.id],
+        vec![StreamType::User.as_str()],
+        vec![user.version + 1],
+        vec![DomainEvent::from(UserErased {})],
+    );
+    for (stream_id, stream_type, version) in streams {
+        ids.push(*stream_id);
+        types.push(stream_type.as_str());
+        versions.push(version + 1);
+        events.push(match stream_type {
+            StreamType::Post => {
+                closed.posts += 1;
+                PostErased {}.into()
+            }
+            _ => {
+                closed.comments += 1;
+                CommentErased {}.into()
+            }
+        });
+    }
+    let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let event_types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+    let schema_versions: Vec<i16> = events.iter().map(DomainEvent::schema_version).collect();
+    let payloads: Vec<serde_json::Value> = events.iter().map(DomainEvent::to_payload).collect();
+    sqlx::query!(
+        r#"INSERT INTO event_store.events
+               (event_id, stream_id, stream_type, version, event_type, schema_version, payload,
+                command_id, correlation_id, causation_id, actor_id, metadata)
+           SELECT new.event_id, new.stream_id, new.stream_type, new.version, new.event_type,
+                  new.schema_version, new.payload, $7, $8, $7, $9, $10
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[], $6::int2[],
+                       $11::jsonb[])
+                WITH ORDINALITY AS new(event_id, stream_id, stream_type, version, event_type,
+                                       schema_version, payload, n)
+           ORDER BY new.n"#,
+        &event_ids,
+        &ids,
+        &types as &[&str],
+        &versions,
+        &event_types as &[&str],
+        &schema_versions,
+        metadata.command_id,
+        metadata.correlation_id,
+        metadata.actor_id,
+        context,
+        &payloads,
+    )
+    .execute(&mut *connection)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(closed)
 }
 
 /// Everything else Chronicle holds about the person, in the erasure's
@@ -202,23 +294,11 @@ async fn forget_person(
     user: &User,
     erased_by: Uuid,
     streams: &[(Uuid, StreamType, i32)],
+    pseudonyms: &FingerprintKey,
 ) -> Result<(), sqlx::Error> {
     let mut claimed: Vec<Uuid> = streams.iter().map(|(id, _, _)| *id).collect();
     claimed.push(user.id);
-    sqlx::query!(
-        "DELETE FROM privacy.subject_keys WHERE subject_id = $1",
-        user.id
-    )
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query!(
-        "INSERT INTO privacy.erasures (subject_id, erased_by) VALUES ($1, $2)
-         ON CONFLICT (subject_id) DO NOTHING",
-        user.id,
-        erased_by
-    )
-    .execute(&mut *connection)
-    .await?;
+    privacy::destroy_key(&mut *connection, user.id, erased_by).await?;
     sqlx::query!(
         "DELETE FROM event_store.unique_claims WHERE stream_id = ANY($1)",
         &claimed
@@ -236,8 +316,8 @@ async fn forget_person(
         .execute(&mut *connection)
         .await?;
     sqlx::query!(
-        "DELETE FROM auth.login_failures WHERE email = $1",
-        user.email
+        "DELETE FROM auth.login_failures WHERE account = $1",
+        login_limit::account(pseudonyms, &user.email)
     )
     .execute(&mut *connection)
     .await?;

@@ -40,6 +40,12 @@ impl FingerprintKey {
         FingerprintKey(std::sync::Arc::new(mac.finalize().into_bytes().into()))
     }
 
+    /// A keyed digest of `value` for `purpose`: equal values give equal
+    /// digests, and no one without the server secret can tell the value.
+    pub fn pseudonym(&self, purpose: &str, value: &str) -> String {
+        self.fingerprint(format!("{purpose}\u{1f}{value}").as_bytes())
+    }
+
     fn fingerprint(&self, bytes: &[u8]) -> String {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&*self.0).expect("HMAC takes keys of any length");

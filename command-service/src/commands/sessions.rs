@@ -7,7 +7,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::Execution;
-use crate::aggregates::User;
+use crate::aggregates::{Aggregate, User};
 use crate::auth::login_limit;
 use crate::auth::password;
 use crate::auth::refresh_tokens::{self, Presented};
@@ -35,8 +35,9 @@ pub(super) async fn login(
     let services = execution.services;
     let email = email.trim().to_lowercase();
     let client = execution.request.client.as_str();
+    let account = login_limit::account(&services.fingerprint_key, &email);
     let attempt =
-        login_limit::admit(&services.pool, &services.login_limits, &email, client).await?;
+        login_limit::admit(&services.pool, &services.login_limits, &account, client).await?;
 
     let user_id = sqlx::query_scalar!(
         "SELECT stream_id FROM event_store.unique_claims WHERE kind = 'email' AND value = $1",
@@ -67,7 +68,7 @@ pub(super) async fn login(
         return Err(CommandError::Unauthenticated(WRONG_CREDENTIALS));
     };
     let user = active_user(execution, user_id).await?;
-    login_limit::succeeded(&services.pool, attempt, &email).await?;
+    login_limit::succeeded(&services.pool, attempt, &account).await?;
     start_session(execution, &user, Uuid::now_v7()).await
 }
 
@@ -124,6 +125,19 @@ async fn start_session(
 ) -> Result<CommandReply, CommandError> {
     let services = execution.services;
     let mut transaction = services.pool.begin().await?;
+    // Under the user's lock (shared), as their commands: an erasure or a
+    // deactivation, which take it exclusively and end every session, either
+    // came before (and is seen here) or waits for this one.
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 7))",
+        user.state.id
+    )
+    .execute(&mut *transaction)
+    .await?;
+    let now = event_store::load::<User>(&mut transaction, user.state.id).await?;
+    if !now.state.exists() || !now.state.active {
+        return Err(CommandError::Unauthenticated(WRONG_CREDENTIALS));
+    }
     refresh_tokens::open_session(&mut transaction, user.state.id, family_id).await?;
     let refresh_token = refresh_tokens::issue(
         &mut transaction,

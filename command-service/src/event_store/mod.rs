@@ -192,6 +192,15 @@ impl Append {
         let mut payloads: Vec<serde_json::Value> =
             self.events.iter().map(DomainEvent::to_payload).collect();
         if let Some(sealing) = &self.sealing {
+            // A value the statement writes (a claimed candidate) is sealed
+            // apart, in place: it replaces this one there.
+            if let Some(first) = payloads.first_mut() {
+                for field in self.claims.iter().filter_map(|claim| claim.field) {
+                    if let Some(value) = first.get_mut(field) {
+                        *value = privacy::seal_value(field, value, sealing.subject, &sealing.key);
+                    }
+                }
+            }
             for (event, payload) in self.events.iter().zip(&mut payloads) {
                 privacy::seal(event.event_type(), payload, sealing.subject, &sealing.key);
             }

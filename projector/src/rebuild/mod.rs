@@ -191,7 +191,17 @@ impl Rebuilder {
             "rebuild started"
         );
         let result = match projection {
-            Projection::ReadModels => tables::rebuild(self, &tracker, options).await,
+            Projection::ReadModels => {
+                let result = tables::rebuild(self, &tracker, options).await;
+                if result.is_err() {
+                    // A half-built copy would keep rows (and the text of
+                    // people erased since) that nothing updates any more.
+                    if let Err(error) = tables::drop_next(&self.pool).await {
+                        tracing::warn!(%error, "could not drop the failed rebuild's tables");
+                    }
+                }
+                result
+            }
             Projection::Search => search::rebuild(self, &tracker, options).await,
         };
         let mut all = self.progress.lock().expect("progress is never poisoned");

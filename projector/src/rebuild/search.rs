@@ -88,6 +88,9 @@ pub(super) async fn rebuild(
     let mut live = live_back;
     let retired = std::mem::replace(&mut live.index, index).generation();
     live.written.clear();
+    // The rows written again above left deleted documents in the new
+    // generation: purged at its next commit, erased text included.
+    live.purge = true;
     // The new generation reflects the read models as they were at the swap.
     live.applied_position = live.applied_position.max(reflected);
     drop(live);

@@ -124,6 +124,14 @@ pub(super) async fn rebuild(
     swap(&mut writer, &mut cursor, tracker, &current_hash).await
 }
 
+/// Drops `read_next` (what a failed rebuild left).
+pub(super) async fn drop_next(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("DROP SCHEMA IF EXISTS read_next CASCADE")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Applies the next committed events after `cursor` to `read_next`; answers how many.
 async fn catch_up(
     connection: &mut PgConnection,

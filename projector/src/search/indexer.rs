@@ -123,7 +123,8 @@ impl LiveIndex {
 /// Commits what is pending and announces it (no-op when nothing is).
 pub async fn commit(shared: &SharedIndex, pool: &PgPool) -> Result<(), IndexerError> {
     let mut live = shared.clone().lock_owned().await;
-    if !live.index.has_pending() {
+    // A purge that could not run yet is tried again at every commit tick.
+    if !live.index.has_pending() && !live.purge {
         live.last_commit = Instant::now();
         return Ok(());
     }

@@ -82,7 +82,10 @@ impl Keyring {
             return Ok(keyring);
         }
         let rows = sqlx::query!(
-            "SELECT subject_id, key FROM privacy.subject_keys WHERE subject_id = ANY($1)",
+            // An erased person's key opens nothing, even one made by a race.
+            "SELECT k.subject_id, k.key FROM privacy.subject_keys k
+             WHERE k.subject_id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM privacy.erasures e WHERE e.subject_id = k.subject_id)",
             subjects
         )
         .fetch_all(executor)
@@ -97,9 +100,12 @@ impl Keyring {
 
     /// Every key there is (a rebuild folds the whole store).
     pub async fn all(executor: impl sqlx::PgExecutor<'_>) -> Result<Keyring, sqlx::Error> {
-        let rows = sqlx::query!("SELECT subject_id, key FROM privacy.subject_keys")
-            .fetch_all(executor)
-            .await?;
+        let rows = sqlx::query!(
+            "SELECT k.subject_id, k.key FROM privacy.subject_keys k
+             WHERE NOT EXISTS (SELECT 1 FROM privacy.erasures e WHERE e.subject_id = k.subject_id)"
+        )
+        .fetch_all(executor)
+        .await?;
         let mut keyring = Keyring::none();
         for row in rows {
             if let Some(key) = SubjectKey::from_bytes(&row.key) {
@@ -122,13 +128,16 @@ impl Keyring {
 }
 
 /// Gives `subject` a key if they have none, and answers their key; `None`
-/// once they are erased (an erased person never gets a key again).
+/// once they are erased. Under the subject's key lock, which an erasure
+/// holds from before it destroys the key until it commits: a key is never
+/// made again for someone erased, or being erased.
 pub async fn ensure_key(
-    executor: impl sqlx::PgExecutor<'_>,
+    pool: &sqlx::PgPool,
     subject: Uuid,
 ) -> Result<Option<SubjectKey>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    lock_key(&mut transaction, subject).await?;
     let fresh = SubjectKey::generate();
-    // One statement: a concurrent first use by another instance keeps one key.
     let stored = sqlx::query_scalar!(
         r#"WITH created AS (
                INSERT INTO privacy.subject_keys (subject_id, key)
@@ -143,7 +152,43 @@ pub async fn ensure_key(
         subject,
         fresh.as_bytes()
     )
-    .fetch_optional(executor)
+    .fetch_optional(&mut *transaction)
     .await?;
+    transaction.commit().await?;
     Ok(stored.and_then(|key| SubjectKey::from_bytes(&key)))
+}
+
+/// Destroys `subject`'s key for good, in the caller's transaction (the
+/// erasure's), and records that they were erased, by `erased_by`.
+pub async fn destroy_key(
+    connection: &mut sqlx::PgConnection,
+    subject: Uuid,
+    erased_by: Uuid,
+) -> Result<(), sqlx::Error> {
+    lock_key(&mut *connection, subject).await?;
+    sqlx::query!(
+        "DELETE FROM privacy.subject_keys WHERE subject_id = $1",
+        subject
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO privacy.erasures (subject_id, erased_by) VALUES ($1, $2)
+         ON CONFLICT (subject_id) DO NOTHING",
+        subject,
+        erased_by
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+async fn lock_key(connection: &mut sqlx::PgConnection, subject: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(privacy.key_lock_class(), hashtext($1::uuid::text))",
+        subject
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
 }

@@ -1,11 +1,17 @@
 //! Sealing and opening the personal fields of event payloads.
 //!
-//! A sealed field's value is replaced, in the stored payload, by
-//! `{"sealed": "xchacha20poly1305", "subject": <uuid>, "nonce": <base64>,
-//! "data": <base64>}`: the field's JSON value encrypted under the subject's
-//! key, with the subject and the field's name as associated data (a sealed
-//! value cannot be moved to another person or field unnoticed). Only events
-//! stored before sealing existed have plain values; they are read as they are.
+//! An event's personal fields leave its stored payload and travel together
+//! in one envelope under `"personal"`: `{"sealed": "xchacha20poly1305",
+//! "subject": <uuid>, "nonce": <base64>, "data": <base64>}`, the fields as
+//! one JSON object, LZ4-compressed (ciphertext does not compress, and the
+//! store's own compression then finds nothing to do), then encrypted under
+//! the subject's key with the subject and the event type as associated data
+//! (an envelope cannot be moved to another person or event unnoticed).
+//!
+//! A value the store chooses as it appends (the free slug candidate) is
+//! sealed apart, in place, by `seal_value`: the same envelope with the field's
+//! name as associated data. Events stored before sealing existed have plain
+//! values; they are read as they are.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -106,34 +112,47 @@ pub enum Opened {
     Erased,
 }
 
-/// Seals the personal fields of an `event_type` payload for `subject`.
+/// Where an event's sealed fields travel in its payload.
+const ENVELOPE: &str = "personal";
+
+/// Seals the personal fields of an `event_type` payload for `subject` (a
+/// field already sealed in place stays as it is).
 pub fn seal(event_type: &str, payload: &mut Value, subject: Uuid, key: &SubjectKey) {
     let Value::Object(fields) = payload else {
         return;
     };
+    let mut personal = serde_json::Map::new();
     for (field, _) in personal_fields(event_type) {
-        if let Some(value) = fields.get_mut(*field)
+        if let Some(value) = fields.get(*field)
             && !is_sealed(value)
         {
-            *value = seal_value(field, value, subject, key);
+            personal.insert((*field).to_owned(), fields.remove(*field).expect("present"));
         }
     }
+    if personal.is_empty() {
+        return;
+    }
+    let plain = serde_json::to_vec(&Value::Object(personal)).expect("JSON values serialize");
+    let envelope = encrypt(
+        &lz4_flex::compress_prepend_size(&plain),
+        subject,
+        &associated_data(subject, event_type),
+        key,
+    );
+    fields.insert(ENVELOPE.to_owned(), envelope);
 }
 
-/// One field's value, sealed for `subject`.
+/// One field's value, sealed in place for `subject`.
 pub fn seal_value(field: &str, value: &Value, subject: Uuid, key: &SubjectKey) -> Value {
+    let plain = serde_json::to_vec(value).expect("JSON values serialize");
+    encrypt(&plain, subject, &associated_data(subject, field), key)
+}
+
+fn encrypt(plain: &[u8], subject: Uuid, aad: &[u8], key: &SubjectKey) -> Value {
     let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let plain = serde_json::to_vec(value).expect("JSON values serialize");
-    let aad = associated_data(subject, field);
     let data = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: &plain,
-                aad: &aad,
-            },
-        )
+        .encrypt(&nonce, Payload { msg: plain, aad })
         .expect("encryption of an in-memory buffer does not fail");
     json!({
         "sealed": CIPHER,
@@ -153,74 +172,111 @@ pub fn subjects(payload: &Value) -> Vec<Uuid> {
         .filter(|value| is_sealed(value))
         .filter_map(|value| value.get("subject")?.as_str()?.parse().ok())
         .collect();
+    found.sort_unstable();
     found.dedup();
     found
 }
 
-/// Opens the sealed fields of a payload in place with `keys`. A field whose
-/// subject has no key reads as a blank, and the payload as erased.
+/// Opens the sealed fields of a payload in place with `keys`. Where the
+/// subject has no key, every personal field reads as a blank of its shape,
+/// and the payload as erased.
 pub fn open(event_type: &str, payload: &mut Value, keys: &Keyring) -> Result<Opened, SealError> {
     let Value::Object(fields) = payload else {
         return Ok(Opened::Readable);
     };
     let mut opened = Opened::Readable;
-    for (field, value) in fields.iter_mut() {
-        if !is_sealed(value) {
-            continue;
-        }
-        let malformed = |reason| SealError::Malformed {
-            field: field.clone(),
-            reason,
-        };
-        let subject: Uuid = value
-            .get("subject")
-            .and_then(Value::as_str)
-            .and_then(|subject| subject.parse().ok())
-            .ok_or_else(|| malformed("no subject"))?;
+    let sealed: Vec<String> = fields
+        .iter()
+        .filter(|(_, value)| is_sealed(value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in sealed {
+        let envelope = fields.remove(&name).expect("present");
+        let subject = subject_of(&name, &envelope)?;
         let Some(key) = keys.get(&subject) else {
-            let blank = personal_fields(event_type)
-                .iter()
-                .find(|(name, _)| name == field)
-                .map_or(Blank::Null, |(_, blank)| *blank);
-            *value = blank.value();
             opened = Opened::Erased;
             continue;
         };
-        let decode = |name: &str| {
-            value
-                .get(name)
-                .and_then(Value::as_str)
-                .and_then(|text| BASE64.decode(text).ok())
-        };
-        let nonce: [u8; 24] = decode("nonce")
-            .and_then(|nonce| nonce.try_into().ok())
-            .ok_or_else(|| malformed("no 24-byte nonce"))?;
-        let data = decode("data").ok_or_else(|| malformed("no data"))?;
-        let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
-        let aad = associated_data(subject, field);
-        let plain = cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: &data,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| SealError::Tampered {
-                field: field.clone(),
+        if name == ENVELOPE {
+            let packed = decrypt(&name, &envelope, &associated_data(subject, event_type), key)?;
+            let plain =
+                lz4_flex::decompress_size_prepended(&packed).map_err(|_| SealError::Malformed {
+                    field: name.clone(),
+                    reason: "not LZ4 inside",
+                })?;
+            let Ok(Value::Object(personal)) = serde_json::from_slice(&plain) else {
+                return Err(SealError::Malformed {
+                    field: name,
+                    reason: "not a JSON object inside",
+                });
+            };
+            fields.extend(personal);
+        } else {
+            let plain = decrypt(&name, &envelope, &associated_data(subject, &name), key)?;
+            let value = serde_json::from_slice(&plain).map_err(|_| SealError::Malformed {
+                field: name.clone(),
+                reason: "not JSON inside",
             })?;
-        *value = serde_json::from_slice(&plain).map_err(|_| malformed("not JSON inside"))?;
+            fields.insert(name, value);
+        }
+    }
+    if opened == Opened::Erased {
+        // Every personal field blank, whichever envelope it was in.
+        for (field, blank) in personal_fields(event_type) {
+            fields.insert((*field).to_owned(), blank.value());
+        }
     }
     Ok(opened)
+}
+
+fn subject_of(name: &str, envelope: &Value) -> Result<Uuid, SealError> {
+    envelope
+        .get("subject")
+        .and_then(Value::as_str)
+        .and_then(|subject| subject.parse().ok())
+        .ok_or_else(|| SealError::Malformed {
+            field: name.to_owned(),
+            reason: "no subject",
+        })
+}
+
+fn decrypt(
+    name: &str,
+    envelope: &Value,
+    aad: &[u8],
+    key: &SubjectKey,
+) -> Result<Vec<u8>, SealError> {
+    let malformed = |reason| SealError::Malformed {
+        field: name.to_owned(),
+        reason,
+    };
+    let decode = |part: &str| {
+        envelope
+            .get(part)
+            .and_then(Value::as_str)
+            .and_then(|text| BASE64.decode(text).ok())
+    };
+    let nonce: [u8; 24] = decode("nonce")
+        .and_then(|nonce| nonce.try_into().ok())
+        .ok_or_else(|| malformed("no 24-byte nonce"))?;
+    let data = decode("data").ok_or_else(|| malformed("no data"))?;
+    let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
+    cipher
+        .decrypt(&XNonce::from(nonce), Payload { msg: &data, aad })
+        .map_err(|_| SealError::Tampered {
+            field: name.to_owned(),
+        })
 }
 
 fn is_sealed(value: &Value) -> bool {
     value.get("sealed").and_then(Value::as_str) == Some(CIPHER)
 }
 
-fn associated_data(subject: Uuid, field: &str) -> Vec<u8> {
+/// The subject's 16 bytes, then what the envelope seals (an event type, or
+/// a field's name).
+fn associated_data(subject: Uuid, sealed: &str) -> Vec<u8> {
     let mut aad = subject.as_bytes().to_vec();
-    aad.extend_from_slice(field.as_bytes());
+    aad.extend_from_slice(sealed.as_bytes());
     aad
 }
 
@@ -240,6 +296,10 @@ mod tests {
 
         let stored = payload.to_string();
         assert!(!stored.contains("ada@example.com") && !stored.contains("Ada L"));
+        assert!(
+            payload.get("email").is_none(),
+            "personal fields travel sealed together"
+        );
         assert_eq!(payload["role"], "USER", "what is not personal stays plain");
         assert_eq!(subjects(&payload), vec![subject]);
 
@@ -274,17 +334,46 @@ mod tests {
     }
 
     #[test]
-    fn a_value_moved_to_another_field_or_person_does_not_open() {
+    fn an_envelope_moved_to_another_event_or_field_does_not_open() {
         let (subject, key) = (Uuid::now_v7(), SubjectKey::generate());
+        let mut keys = Keyring::none();
+        keys.insert(subject, key.clone());
         let mut payload = registered();
         seal("UserRegistered", &mut payload, subject, &key);
-        payload["displayName"] = payload["email"].clone();
+
+        let error = open("UserProfileUpdated", &mut payload.clone(), &keys).unwrap_err();
+        assert!(matches!(error, SealError::Tampered { field } if field == "personal"));
+
+        let mut moved = json!({"slug": seal_value("title", &json!("a"), subject, &key)});
+        let error = open("PostCreated", &mut moved, &keys).unwrap_err();
+        assert!(matches!(error, SealError::Tampered { field } if field == "slug"));
+    }
+
+    #[test]
+    fn a_value_the_store_chooses_is_sealed_apart_and_opens_with_the_rest() {
+        let (subject, key) = (Uuid::now_v7(), SubjectKey::generate());
+        let mut payload = json!({"authorId": subject, "authorHandle": "ada", "slug": "first",
+                                 "title": "T", "body": "B", "tags": []});
+        payload["slug"] = seal_value("slug", &json!("first"), subject, &key);
+        seal("PostCreated", &mut payload, subject, &key);
+        // The store writes the candidate it claimed.
+        payload["slug"] = seal_value("slug", &json!("first-2"), subject, &key);
         let mut keys = Keyring::none();
         keys.insert(subject, key);
 
-        let error = open("UserRegistered", &mut payload, &keys).unwrap_err();
+        open("PostCreated", &mut payload, &keys).unwrap();
 
-        assert!(matches!(error, SealError::Tampered { field } if field == "displayName"));
+        assert_eq!(payload["slug"], "first-2");
+        assert_eq!(payload["title"], "T");
+    }
+
+    #[test]
+    fn sealed_text_is_compressed_first() {
+        let (subject, key) = (Uuid::now_v7(), SubjectKey::generate());
+        let body = "the same words again and again, ".repeat(60);
+        let mut payload = json!({"body": body});
+        seal("CommentEdited", &mut payload, subject, &key);
+        assert!(payload.to_string().len() < body.len() / 2, "{payload}");
     }
 
     #[test]

@@ -218,6 +218,27 @@ pub async fn by_slug(
     .await
 }
 
+/// Before new posts are written: a slug they take that a row of someone
+/// else still holds was freed by that author's erasure, whose `PostErased`
+/// is not applied yet; that row gives it up now, as `PostRow::erase` will.
+pub async fn release_slugs(
+    connection: &mut PgConnection,
+    rows: &[&PostRow],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"UPDATE posts SET slug = '~' || replace(id::text, '-', '')
+           WHERE slug = ANY($1) AND NOT (id = ANY($2))"#,
+        &column(rows, |row| row.slug.clone()),
+        &column(rows, |row| row.id),
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 /// Writes the rows' own columns (the derived ones only when inserting).
 pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {

@@ -153,6 +153,29 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&UserRow]) -> Result<
     Ok(())
 }
 
+/// Before new users are written: a handle they take that a row of someone
+/// else still holds was freed by that person's erasure (the command side
+/// claims handles uniquely), whose `UserErased` is not applied yet (it may
+/// travel on another partition). That row gives it up now, as `erase`
+/// will; a replay never meets this (the row is erased from the start).
+pub async fn release_handles(
+    connection: &mut PgConnection,
+    rows: &[&UserRow],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"UPDATE users SET handle = '~' || replace(id::text, '-', '')
+           WHERE handle = ANY($1) AND NOT (id = ANY($2))"#,
+        &column(rows, |row| row.handle.clone()),
+        &column(rows, |row| row.id),
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 /// Recounts the derived columns of these users from the rows they count.
 pub async fn recount(connection: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
