@@ -643,7 +643,8 @@ impl Batch {
 
     /// Writes the changed rows, the dead letters, the derived columns, the
     /// versions; and announces, delivered if and when the transaction commits.
-    async fn write(self, connection: &mut PgConnection) -> Result<Outcome, sqlx::Error> {
+    async fn write(mut self, connection: &mut PgConnection) -> Result<Outcome, sqlx::Error> {
+        self.release_taken_values();
         let changed = |id: &Uuid| self.changed.contains(id);
         let users: Vec<&UserRow> = self
             .users
@@ -715,6 +716,35 @@ impl Batch {
             announce(connection, announced, rows).await?;
         }
         Ok(self.outcome)
+    }
+
+    /// A handle or slug a row created here takes from another row this
+    /// batch holds (one whose erasure is not applied yet): that row gives it
+    /// up in memory too, or writing it back would take it again.
+    fn release_taken_values(&mut self) {
+        let created = &self.created;
+        let handles: HashSet<String> = self
+            .users
+            .iter()
+            .filter(|(id, _)| created.contains(*id))
+            .filter_map(|(_, row)| row.as_ref().map(|row| row.handle.clone()))
+            .collect();
+        for row in self.users.values_mut().flatten() {
+            if !created.contains(&row.id) && handles.contains(&row.handle) {
+                row.handle = format!("~{}", row.id.simple());
+            }
+        }
+        let slugs: HashSet<String> = self
+            .posts
+            .iter()
+            .filter(|(id, _)| created.contains(*id))
+            .filter_map(|(_, row)| row.as_ref().map(|row| row.slug.clone()))
+            .collect();
+        for row in self.posts.values_mut().flatten() {
+            if !created.contains(&row.id) && slugs.contains(&row.slug) {
+                row.slug = format!("~{}", row.id.simple());
+            }
+        }
     }
 
     /// The cached kinds of rows (posts, users) this batch wrote.

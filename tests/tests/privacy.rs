@@ -823,3 +823,42 @@ async fn values_freed_by_an_erasure_are_taken_again_before_the_erasure_is_projec
     let (live, replayed) = app.read_models_live_and_replayed().await;
     assert_eq!(live, replayed);
 }
+
+/// Two erasures of one person sent at once (a retry, a double click) both
+/// answer as the first did; someone else may not erase anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_sent_twice_at_once_answers_the_same_twice() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app
+        .signed_in_as("admin", chronicle_schema::Role::Admin)
+        .await;
+    let (erin, erin_session) = app.signed_in("erin").await;
+    app.published_post(&erin_session, "Erin's", &[]).await;
+    let (_, olga) = app.signed_in("olga").await;
+
+    let refused = command(
+        &app,
+        Some(&olga.access_token),
+        json!({"type": "EraseUser", "userId": erin.id}),
+    )
+    .await;
+    assert_eq!(refused["code"], "FORBIDDEN", "{refused}");
+
+    let erase = || {
+        command(
+            &app,
+            Some(&admin.access_token),
+            json!({"type": "EraseUser", "userId": erin.id}),
+        )
+    };
+    let (first, second) = tokio::join!(erase(), erase());
+    assert!(first["version"].is_number(), "{first}");
+    assert_eq!(first["version"], second["version"], "{first} {second}");
+    let closed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_store.events WHERE event_type IN ('UserErased', 'PostErased')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(closed, 2, "each stream is closed once");
+}

@@ -4,12 +4,13 @@
 //! that every read model folds into forgetting; their sign-in, sessions and
 //! claimed values (email, handle, slugs) go. docs/privacy.md has the whole.
 //!
-//! One transaction, after the appends' own locks: the person's stream is
-//! locked exclusively, and each of their commands takes it shared and checks
-//! its session, so a write of theirs commits before the erasure (and is
-//! closed by it) or finds its session ended. Others' writes to the person's
-//! streams (a comment on their post) commit before, and are kept, or are
-//! decided again on the erased stream and refused.
+//! One transaction. The person's stream is locked exclusively, and each of
+//! their commands takes it shared and checks its session, so a write of
+//! theirs commits before the erasure (and is closed by it) or finds its
+//! session ended. Others' writes (a comment on their post) are kept: one
+//! decided before the erasure commits lands, one decided after finds the
+//! stream closed and is refused; one to a stream the erasure closes (a
+//! moderator's) makes the erasure run again.
 
 use chronicle_schema::events::{CommentErased, PostErased, UserErased};
 use chronicle_schema::privacy;
@@ -48,34 +49,35 @@ pub(super) async fn erase_user(
         sqlx::query!("SELECT pg_advisory_xact_lock_shared(event_store.appenders_key())")
             .execute(&mut *transaction)
             .await?;
+        // The person's lock and the actor's, exclusively, in the one global
+        // order: every command of either takes theirs shared, so none of
+        // theirs is in flight from here, and none starts until the commit.
+        // Not a lock per stream of theirs (an author of tens of thousands
+        // would fill Postgres's lock table): another writer to one of those
+        // streams makes the append below fail on its version, and the
+        // erasure runs again.
+        sqlx::query!("SELECT event_store.lock_streams($1)", &[user_id, actor.id])
+            .execute(&mut *transaction)
+            .await?;
+        // Under the lock: a second erasure of the same person waited here.
         if let Some(version) = erased_already(&mut transaction, user_id).await? {
             return Ok(written(user_id, version));
         }
-        let listed = created_streams(&mut transaction, user_id).await?;
-        let mut locked: Vec<Uuid> = listed.iter().map(|(id, _, _)| *id).collect();
-        locked.push(user_id);
-        sqlx::query!("SELECT event_store.lock_streams($1)", &locked)
-            .execute(&mut *transaction)
-            .await?;
-        // Under the locks now: nothing of the person moves until the commit.
-        // A stream created between the list and the locks: list again.
         let streams = created_streams(&mut transaction, user_id).await?;
-        if streams.len() != listed.len()
-            || streams
-                .iter()
-                .zip(&listed)
-                .any(|(now, then)| now.0 != then.0)
-        {
-            transaction.rollback().await?;
-            continue;
-        }
         let user = event_store::load::<User>(&mut transaction, user_id).await?;
         if !user.state.exists() {
             return Err(CommandError::NotFound("user not found".into()));
         }
         check_actor(&mut transaction, &actor, user_id, session).await?;
         let appended =
-            append_closing_events(&mut transaction, execution, &actor, &user, &streams).await?;
+            match append_closing_events(&mut transaction, execution, &actor, &user, &streams).await
+            {
+                Err(StoreError::Conflict { .. }) => {
+                    transaction.rollback().await?;
+                    continue;
+                }
+                appended => appended?,
+            };
         forget_person(
             &mut transaction,
             &user.state,
@@ -103,21 +105,15 @@ pub(super) async fn erase_user(
     Err(CommandError::ConcurrentWrite { current: 0 })
 }
 
-/// The actor as the store has them now, under their stream's lock (shared:
-/// a role change or deactivation waits for this erasure, or comes before it
-/// and is seen), with the session they sign in with still open.
+/// The actor as the store has them now, under their stream's lock (a role
+/// change or deactivation waits for this erasure, or came before it and is
+/// seen), with the session they sign in with still open.
 async fn check_actor(
     connection: &mut PgConnection,
     actor: &Actor,
     user_id: Uuid,
     session: Option<Uuid>,
 ) -> Result<(), CommandError> {
-    sqlx::query!(
-        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 7))",
-        actor.id
-    )
-    .execute(&mut *connection)
-    .await?;
     let now = event_store::load::<User>(&mut *connection, actor.id).await?;
     if !now.state.exists() || !now.state.active {
         return Err(CommandError::Unauthenticated(
@@ -210,15 +206,16 @@ struct Closed {
 }
 
 /// `UserErased` on the person's stream, and an `…Erased` on each stream
-/// they created, after the version each is at (under their locks), in one
-/// statement however many there are.
+/// they created, after the version each was read at, in one statement
+/// however many there are; `Conflict` if another writer appended to one of
+/// them since.
 async fn append_closing_events(
     connection: &mut PgConnection,
     execution: &Execution<'_>,
     actor: &Actor,
     user: &event_store::Loaded<User>,
     streams: &[(Uuid, StreamType, i32)],
-) -> Result<Closed, CommandError> {
+) -> Result<Closed, StoreError> {
     let metadata = execution.metadata(Some(actor));
     let mut context = serde_json::json!({});
     if let Some(traceparent) = &metadata.traceparent {
@@ -281,7 +278,14 @@ async fn append_closing_events(
     )
     .execute(&mut *connection)
     .await
-    .map_err(StoreError::from)?;
+    .map_err(|error| match error {
+        sqlx::Error::Database(error)
+            if error.constraint() == Some(event_store::STREAM_VERSION_CONSTRAINT) =>
+        {
+            StoreError::Conflict { current: 0 }
+        }
+        error => error.into(),
+    })?;
     Ok(closed)
 }
 

@@ -150,14 +150,15 @@ async fn start_session(
     let access_token =
         services
             .access_tokens
-            .issue(user.state.id, user.state.role.as_str(), family_id);
+            .issue(now.state.id, now.state.role.as_str(), family_id);
     let session = Session {
         access_token: Secret::new(access_token),
         refresh_token: Secret::new(refresh_token),
         token_type: "Bearer".to_owned(),
         expires_in: services.access_tokens.ttl().as_secs() as i64,
     };
-    Ok(reply(user, Some(session)))
+    // The user as they are under the lock (a role changed meanwhile counts).
+    Ok(reply(&now, Some(session)))
 }
 
 fn reply(user: &Loaded<User>, session: Option<Session>) -> CommandReply {

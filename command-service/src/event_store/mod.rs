@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::aggregates::Aggregate;
 
-const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
+pub(crate) const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
 const CLAIM_CONSTRAINT: &str = "unique_claims_pkey";
 
 #[derive(Debug, thiserror::Error)]

@@ -30,9 +30,27 @@ pub(super) async fn rebuild(
     tracker: &Tracker<'_>,
     options: RebuildOptions,
 ) -> Result<(), RebuildError> {
+    let generation = rebuilder.layout.generations()?.last().copied().unwrap_or(0) + 1;
+    let result = build(rebuilder, tracker, options, generation).await;
+    if result.is_err() && rebuilder.layout.current().ok().flatten() != Some(generation) {
+        // A half-built generation would keep text (of people erased since,
+        // too) that nothing updates any more.
+        let dir = rebuilder.layout.generation_dir(generation);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "could not remove the failed index generation");
+        }
+    }
+    result
+}
+
+async fn build(
+    rebuilder: &Rebuilder,
+    tracker: &Tracker<'_>,
+    options: RebuildOptions,
+    generation: u64,
+) -> Result<(), RebuildError> {
     let pool = &rebuilder.pool;
     let layout = rebuilder.layout.clone();
-    let generation = layout.generations()?.last().copied().unwrap_or(0) + 1;
     let mut index =
         tokio::task::spawn_blocking(move || PostIndex::open(&layout, generation)).await??;
     let schema = index.schema().clone();

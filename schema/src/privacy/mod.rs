@@ -147,7 +147,9 @@ pub async fn ensure_key(
                RETURNING key)
            SELECT key AS "key!" FROM created
            UNION ALL
-           SELECT key FROM privacy.subject_keys WHERE subject_id = $1
+           SELECT key FROM privacy.subject_keys
+           WHERE subject_id = $1
+             AND NOT EXISTS (SELECT 1 FROM privacy.erasures WHERE subject_id = $1)
            LIMIT 1"#,
         subject,
         fresh.as_bytes()
