@@ -25,7 +25,7 @@ use chronicle_schema::projected::{AppliedEvent, CHANNEL, Projected, Touched};
 use chronicle_schema::read_models::comments::{self, CommentRow};
 use chronicle_schema::read_models::posts::{self, PostRow};
 use chronicle_schema::read_models::users::{self, UserRow};
-use chronicle_schema::read_models::{FoldError, tags};
+use chronicle_schema::read_models::{self, FoldError, tags};
 use chronicle_schema::{DomainEvent, RecordedEvent, StreamType};
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
@@ -722,29 +722,12 @@ impl Batch {
     /// batch holds (one whose erasure is not applied yet): that row gives it
     /// up in memory too, or writing it back would take it again.
     fn release_taken_values(&mut self) {
-        let created = &self.created;
-        let handles: HashSet<String> = self
-            .users
-            .iter()
-            .filter(|(id, _)| created.contains(*id))
-            .filter_map(|(_, row)| row.as_ref().map(|row| row.handle.clone()))
-            .collect();
-        for row in self.users.values_mut().flatten() {
-            if !created.contains(&row.id) && handles.contains(&row.handle) {
-                row.handle = format!("~{}", row.id.simple());
-            }
-        }
-        let slugs: HashSet<String> = self
-            .posts
-            .iter()
-            .filter(|(id, _)| created.contains(*id))
-            .filter_map(|(_, row)| row.as_ref().map(|row| row.slug.clone()))
-            .collect();
-        for row in self.posts.values_mut().flatten() {
-            if !created.contains(&row.id) && slugs.contains(&row.slug) {
-                row.slug = format!("~{}", row.id.simple());
-            }
-        }
+        release(&mut self.users, &self.created, |user| {
+            (user.id, &mut user.handle)
+        });
+        release(&mut self.posts, &self.created, |post| {
+            (post.id, &mut post.slug)
+        });
     }
 
     /// The cached kinds of rows (posts, users) this batch wrote.
@@ -763,6 +746,28 @@ impl Batch {
             posts: posts.into_iter().collect(),
             users: users.into_iter().collect(),
             authors: self.copy_authors.iter().copied().collect(),
+        }
+    }
+}
+
+/// Rows not in `created` that hold a unique value (`unique`) a created row
+/// holds give it up for their erased placeholder.
+fn release<Row>(
+    rows: &mut HashMap<Uuid, Option<Row>>,
+    created: &HashSet<Uuid>,
+    unique: impl Fn(&mut Row) -> (Uuid, &mut String),
+) {
+    let mut taken = HashSet::new();
+    for row in rows.values_mut().flatten() {
+        let (id, value) = unique(row);
+        if created.contains(&id) {
+            taken.insert(value.clone());
+        }
+    }
+    for row in rows.values_mut().flatten() {
+        let (id, value) = unique(row);
+        if !created.contains(&id) && taken.contains(value.as_str()) {
+            *value = read_models::erased_placeholder(id);
         }
     }
 }

@@ -77,68 +77,82 @@ pub(crate) async fn write(
         return Ok(());
     }
 
-    let mut after: Option<(DateTime<Utc>, Uuid)> = None;
-    let mut first = true;
-    loop {
-        let page: Vec<PostRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM posts WHERE author_id = $1 \
-               AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) \
-             ORDER BY created_at, id LIMIT $4",
-            posts::COLUMNS
-        )))
-        .bind(user_id)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(PAGE)
-        .fetch_all(pool)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.created_at, last.id));
-        let mut text = String::new();
-        for post in &page {
-            if !std::mem::take(&mut first) {
-                text.push(',');
-            }
-            text.push_str(&post_json(post).to_string());
-        }
-        if !sink.piece(text).await {
-            return Ok(());
-        }
+    let posts = Rows {
+        table: "posts",
+        columns: posts::COLUMNS,
+        key: |post: &PostRow| (post.created_at, post.id),
+        json: post_json,
+    };
+    if !posts.write(pool, user_id, sink).await? {
+        return Ok(());
     }
-
     if !sink.piece("],\"comments\":[".to_owned()).await {
         return Ok(());
     }
-    let mut after: Option<(DateTime<Utc>, Uuid)> = None;
-    let mut first = true;
-    loop {
-        let page: Vec<CommentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM comments WHERE author_id = $1 \
-               AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) \
-             ORDER BY created_at, id LIMIT $4",
-            comments::COLUMNS
-        )))
-        .bind(user_id)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(PAGE)
-        .fetch_all(pool)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.created_at, last.id));
-        let mut text = String::new();
-        for comment in &page {
-            if !std::mem::take(&mut first) {
-                text.push(',');
-            }
-            text.push_str(&comment_json(comment).to_string());
-        }
-        if !sink.piece(text).await {
-            return Ok(());
-        }
+    let comments = Rows {
+        table: "comments",
+        columns: comments::COLUMNS,
+        key: |comment: &CommentRow| (comment.created_at, comment.id),
+        json: comment_json,
+    };
+    if !comments.write(pool, user_id, sink).await? {
+        return Ok(());
     }
     sink.piece("]}".to_owned()).await;
     Ok(())
+}
+
+/// One read model's rows of the person, written a page at a time in
+/// (created_at, id) order, as the elements of a JSON array.
+struct Rows<Row> {
+    table: &'static str,
+    columns: &'static str,
+    key: fn(&Row) -> (DateTime<Utc>, Uuid),
+    json: fn(&Row) -> Value,
+}
+
+impl<Row> Rows<Row>
+where
+    Row: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    /// False when the reader has gone.
+    async fn write(
+        &self,
+        pool: &sqlx::PgPool,
+        user_id: Uuid,
+        sink: &mut impl Sink,
+    ) -> Result<bool, sqlx::Error> {
+        let mut after: Option<(DateTime<Utc>, Uuid)> = None;
+        let mut first = true;
+        loop {
+            let page: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {} FROM {} WHERE author_id = $1 \
+                   AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) \
+                 ORDER BY created_at, id LIMIT $4",
+                self.columns, self.table
+            )))
+            .bind(user_id)
+            .bind(after.map(|(at, _)| at))
+            .bind(after.map(|(_, id)| id))
+            .bind(PAGE)
+            .fetch_all(pool)
+            .await?;
+            let Some(last) = page.last() else {
+                return Ok(true);
+            };
+            after = Some((self.key)(last));
+            let mut text = String::new();
+            for row in &page {
+                if !std::mem::take(&mut first) {
+                    text.push(',');
+                }
+                text.push_str(&(self.json)(row).to_string());
+            }
+            if !sink.piece(text).await {
+                return Ok(false);
+            }
+        }
+    }
 }
 
 fn post_json(post: &PostRow) -> Value {

@@ -9,6 +9,7 @@ mod database;
 mod graphql;
 pub mod history;
 mod kafka;
+mod process;
 pub mod search;
 pub mod workload;
 
@@ -18,6 +19,7 @@ pub use graphql::{GraphqlResponse, RegisteredUser, Session};
 pub use kafka::{
     BusMessage, RawMessage, TestTopic, publish, publish_row, read_raw_topic, read_topic,
 };
+pub use process::ServiceProcess;
 
 /// Polls `condition` until it holds or `timeout` passes (no fixed sleeps).
 pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut condition: F)

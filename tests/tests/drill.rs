@@ -12,7 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chronicle_schema::search_schema::IndexLayout;
-use chronicle_tests::{TestApp, TestOptions, binary, eventually, free_port, search, wait_ready};
+use chronicle_tests::{
+    ServiceProcess, TestApp, TestOptions, eventually, free_port, search, wait_ready,
+};
 use projector::rebuild::{Projection, RebuildOptions};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -21,45 +23,18 @@ use uuid::Uuid;
 const WRITERS: usize = 4;
 const POSTS_PER_WRITER: usize = 12;
 
-struct Instance {
-    child: Child,
-    port: u16,
-}
-
-impl Instance {
-    async fn start(name: &str, args: Vec<String>, envs: Vec<(&str, String)>) -> Instance {
-        let port = free_port();
-        let child = Command::new(binary(name))
-            .arg(format!("--http-addr=127.0.0.1:{port}"))
-            .args(args)
-            .envs(envs)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| panic!("the {name} binary (built by ./dev test): {error}"));
-        let instance = Instance { child, port };
-        wait_ready(&reqwest::Client::new(), &instance.url()).await;
-        instance
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn kill(&mut self) {
-        self.child.kill().await.expect("SIGKILL");
-    }
+/// A service binary of the fleet; only errors are logged.
+async fn start_binary(name: &str, args: Vec<String>, envs: Vec<(&str, String)>) -> ServiceProcess {
+    ServiceProcess::start(name, args, envs, "error", None).await
 }
 
 /// Two command-services, two read-model projectors, and two query-service
 /// hosts: a query-service and its search sidecar on one index directory.
 struct Fleet {
-    commands: Vec<Instance>,
-    projectors: Vec<Instance>,
-    sidecars: Vec<Instance>,
-    queries: Vec<Instance>,
+    commands: Vec<ServiceProcess>,
+    projectors: Vec<ServiceProcess>,
+    sidecars: Vec<ServiceProcess>,
+    queries: Vec<ServiceProcess>,
     index_dirs: Vec<PathBuf>,
     front: Front,
 }
@@ -80,7 +55,7 @@ impl Fleet {
         };
         for _ in 0..2 {
             let command =
-                Instance::start("command-service", app.command_service_args(true), vec![]).await;
+                start_binary("command-service", app.command_service_args(true), vec![]).await;
             fleet.commands.push(command);
         }
         for i in 0..2 {
@@ -88,33 +63,17 @@ impl Fleet {
             let args = projector_args(app, "read-models", &own);
             fleet
                 .projectors
-                .push(Instance::start("projector", args, vec![]).await);
+                .push(start_binary("projector", args, vec![]).await);
             let args = projector_args(app, "search", &fleet.index_dirs[i]);
             fleet
                 .sidecars
-                .push(Instance::start("projector", args, vec![]).await);
+                .push(start_binary("projector", args, vec![]).await);
         }
         fleet.front.start(&fleet.commands, None).await;
         for i in 0..2 {
-            let query = Instance::start(
-                "query-service",
-                vec![],
-                vec![
-                    ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
-                    ("DATABASE_URL", app.database_url.clone()),
-                    ("COMMAND_SERVICE_URL", fleet.front.commands_url()),
-                    ("JWT_SECRET", app.jwt_secret.clone()),
-                    ("COMMAND_API_TOKEN", app.command_api_token.clone()),
-                    (
-                        "SEARCH_INDEX_DIR",
-                        fleet.index_dirs[i].display().to_string(),
-                    ),
-                    ("TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
-                    ("RATE_LIMIT_CLIENT_PER_MINUTE", "1000000".to_owned()),
-                    ("RATE_LIMIT_USER_PER_MINUTE", "1000000".to_owned()),
-                ],
-            )
-            .await;
+            let mut env = app.query_service_env(fleet.front.commands_url(), &fleet.index_dirs[i]);
+            env.push(("TRUSTED_PROXIES", "127.0.0.1/32".to_owned()));
+            let query = start_binary("query-service", vec![], env).await;
             fleet.queries.push(query);
         }
         fleet
@@ -167,8 +126,8 @@ impl Front {
         format!("http://127.0.0.1:{}", self.queries_port)
     }
 
-    async fn start(&mut self, commands: &[Instance], queries: Option<&[Instance]>) {
-        let backend = |name: &str, port: u16, instances: &[Instance]| {
+    async fn start(&mut self, commands: &[ServiceProcess], queries: Option<&[ServiceProcess]>) {
+        let backend = |name: &str, port: u16, instances: &[ServiceProcess]| {
             let servers: String = instances
                 .iter()
                 .enumerate()
@@ -354,7 +313,7 @@ async fn two_of_everything_behind_a_proxy_lose_nothing_when_one_of_each_is_kille
     // The killed sidecar comes back and catches up from its checkpoint;
     // every index has every post.
     let args = projector_args(&app, "search", &fleet.index_dirs[0]);
-    fleet.sidecars[0] = Instance::start("projector", args, vec![]).await;
+    fleet.sidecars[0] = start_binary("projector", args, vec![]).await;
     app.drain_search().await;
     let versions: std::collections::HashMap<Uuid, i32> =
         sqlx::query_as::<_, (Uuid, i32)>("SELECT id, version FROM posts")
@@ -401,7 +360,7 @@ async fn two_of_everything_behind_a_proxy_lose_nothing_when_one_of_each_is_kille
 async fn a_search_sidecar_rebuilds_its_index_when_the_read_models_are_replaced() {
     let app = TestApp::spawn().await;
     let dir = app.search_index_dir.join("sidecar");
-    let _sidecar = Instance::start("projector", projector_args(&app, "search", &dir), vec![]).await;
+    let _sidecar = start_binary("projector", projector_args(&app, "search", &dir), vec![]).await;
     let (_, ada) = app.signed_in("ada").await;
     let post = app
         .published_post(&ada, "Indexed by the sidecar", &[])

@@ -6,18 +6,14 @@
 //! from the beginning, the search index's term dictionaries, and the
 //! services' own logs (the services run as binaries here, logging at debug).
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use chronicle_schema::search_schema::IndexLayout;
 use chronicle_tests::{
-    Session, TestApp, TestOptions, binary, eventually, free_port, read_raw_topic, search,
-    wait_ready,
+    ServiceProcess, Session, TestApp, TestOptions, eventually, read_raw_topic, search,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 /// Words nobody else writes: lower-case letters only, so each is one token
@@ -33,48 +29,16 @@ fn word(prefix: &str) -> String {
     format!("{prefix}{tail}")
 }
 
-/// One service binary, its output in a log file.
-struct Binary {
-    _child: Child,
-    port: u16,
-}
-
-impl Binary {
-    async fn start(name: &str, args: Vec<String>, envs: Vec<(&str, String)>, log: &Path) -> Binary {
-        let port = free_port();
-        let file = std::fs::File::create(log).expect("a log file");
-        let child = Command::new(binary(name))
-            .arg(format!("--http-addr=127.0.0.1:{port}"))
-            .args(args)
-            .envs(envs)
-            .env(
-                "RUST_LOG",
-                "debug,rdkafka=info,librdkafka=info,h2=info,hyper=info,hyper_util=info,tantivy=info",
-            )
-            .stdout(Stdio::from(file.try_clone().expect("the log file")))
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| panic!("the {name} binary (built by ./dev test): {error}"));
-        let binary = Binary {
-            _child: child,
-            port,
-        };
-        wait_ready(&reqwest::Client::new(), &binary.url()).await;
-        binary
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
+/// Every service logs at debug (the libraries at info) into its log file.
+const DEBUG: &str =
+    "debug,rdkafka=info,librdkafka=info,h2=info,hyper=info,hyper_util=info,tantivy=info";
 
 /// A command-service, a projector (read models and search) and a
 /// query-service, as binaries on the test app's database and topic.
 struct Stack {
-    _command: Binary,
-    _projector: Binary,
-    query: Binary,
+    _command: ServiceProcess,
+    _projector: ServiceProcess,
+    query: ServiceProcess,
     logs: std::path::PathBuf,
     index_dir: std::path::PathBuf,
     http: reqwest::Client,
@@ -85,11 +49,12 @@ impl Stack {
         let logs = app.search_index_dir.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let index_dir = app.search_index_dir.join("binary-index");
-        let command = Binary::start(
+        let command = ServiceProcess::start(
             "command-service",
             app.command_service_args(true),
             vec![],
-            &logs.join("command-service.log"),
+            DEBUG,
+            Some(&logs.join("command-service.log")),
         )
         .await;
         let projector_args = app
@@ -103,27 +68,20 @@ impl Stack {
                 }
             })
             .collect();
-        let projector = Binary::start(
+        let projector = ServiceProcess::start(
             "projector",
             projector_args,
             vec![],
-            &logs.join("projector.log"),
+            DEBUG,
+            Some(&logs.join("projector.log")),
         )
         .await;
-        let query = Binary::start(
+        let query = ServiceProcess::start(
             "query-service",
             vec![],
-            vec![
-                ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
-                ("DATABASE_URL", app.database_url.clone()),
-                ("COMMAND_SERVICE_URL", command.url()),
-                ("JWT_SECRET", app.jwt_secret.clone()),
-                ("COMMAND_API_TOKEN", app.command_api_token.clone()),
-                ("SEARCH_INDEX_DIR", index_dir.display().to_string()),
-                ("RATE_LIMIT_CLIENT_PER_MINUTE", "1000000".to_owned()),
-                ("RATE_LIMIT_USER_PER_MINUTE", "1000000".to_owned()),
-            ],
-            &logs.join("query-service.log"),
+            app.query_service_env(command.url(), &index_dir),
+            DEBUG,
+            Some(&logs.join("query-service.log")),
         )
         .await;
         Stack {

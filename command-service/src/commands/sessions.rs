@@ -128,12 +128,7 @@ async fn start_session(
     // Under the user's lock (shared), as their commands: an erasure or a
     // deactivation, which take it exclusively and end every session, either
     // came before (and is seen here) or waits for this one.
-    sqlx::query!(
-        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 7))",
-        user.state.id
-    )
-    .execute(&mut *transaction)
-    .await?;
+    event_store::lock_stream_shared(&mut transaction, user.state.id).await?;
     let now = event_store::load::<User>(&mut transaction, user.state.id).await?;
     if !now.state.exists() || !now.state.active {
         return Err(CommandError::Unauthenticated(WRONG_CREDENTIALS));

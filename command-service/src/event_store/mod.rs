@@ -437,6 +437,21 @@ pub async fn lock_stream(
     Ok(())
 }
 
+/// Takes a stream's lock shared until the transaction ends, as a command
+/// that reads the stream with `Lock::Shared` does (its actor's stream).
+pub async fn lock_stream_shared(
+    connection: &mut PgConnection,
+    stream_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1::text, 7))",
+        stream_id.to_string()
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 /// The stream's current version (0 when it does not exist).
 pub async fn current_version(
     executor: impl sqlx::PgExecutor<'_>,

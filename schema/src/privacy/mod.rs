@@ -77,32 +77,28 @@ impl Keyring {
         executor: impl sqlx::PgExecutor<'_>,
         subjects: &[Uuid],
     ) -> Result<Keyring, sqlx::Error> {
-        let mut keyring = Keyring::none();
         if subjects.is_empty() {
-            return Ok(keyring);
+            return Ok(Keyring::none());
         }
-        let rows = sqlx::query!(
-            // An erased person's key opens nothing, even one made by a race.
-            "SELECT k.subject_id, k.key FROM privacy.subject_keys k
-             WHERE k.subject_id = ANY($1)
-               AND NOT EXISTS (SELECT 1 FROM privacy.erasures e WHERE e.subject_id = k.subject_id)",
-            subjects
-        )
-        .fetch_all(executor)
-        .await?;
-        for row in rows {
-            if let Some(key) = SubjectKey::from_bytes(&row.key) {
-                keyring.insert(row.subject_id, key);
-            }
-        }
-        Ok(keyring)
+        Keyring::fetch(executor, Some(subjects)).await
     }
 
     /// Every key there is (a rebuild folds the whole store).
     pub async fn all(executor: impl sqlx::PgExecutor<'_>) -> Result<Keyring, sqlx::Error> {
+        Keyring::fetch(executor, None).await
+    }
+
+    /// The keys of `subjects`, or of everyone.
+    async fn fetch(
+        executor: impl sqlx::PgExecutor<'_>,
+        subjects: Option<&[Uuid]>,
+    ) -> Result<Keyring, sqlx::Error> {
         let rows = sqlx::query!(
+            // An erased person's key opens nothing, even one made by a race.
             "SELECT k.subject_id, k.key FROM privacy.subject_keys k
-             WHERE NOT EXISTS (SELECT 1 FROM privacy.erasures e WHERE e.subject_id = k.subject_id)"
+             WHERE ($1::uuid[] IS NULL OR k.subject_id = ANY($1))
+               AND NOT EXISTS (SELECT 1 FROM privacy.erasures e WHERE e.subject_id = k.subject_id)",
+            subjects as Option<&[Uuid]>
         )
         .fetch_all(executor)
         .await?;

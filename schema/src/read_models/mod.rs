@@ -26,6 +26,13 @@ pub struct FoldError {
     pub id: uuid::Uuid,
 }
 
+/// What an erased row holds in place of a unique value (a handle, a slug):
+/// its own id, after a `~` no handle or slug can start with. The SQL of
+/// `users::release_handles` and `posts::release_slugs` spells the same.
+pub fn erased_placeholder(id: uuid::Uuid) -> String {
+    format!("~{}", id.simple())
+}
+
 /// Rows of a table in the order of their keys, for one statement.
 pub(crate) fn column<T, V>(rows: &[&T], value: impl Fn(&T) -> V) -> Vec<V> {
     rows.iter().map(|row| value(row)).collect()

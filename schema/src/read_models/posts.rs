@@ -100,7 +100,7 @@ impl PostRow {
     /// Forgets its text and its author's name: what is left is a deleted
     /// post that only its ids name (the slug placeholder is never a slug).
     pub fn erase(&mut self) {
-        self.slug = format!("~{}", self.id.simple());
+        self.slug = super::erased_placeholder(self.id);
         self.title.clear();
         self.body.clear();
         self.excerpt.clear();

@@ -91,7 +91,7 @@ impl UserRow {
     /// Forgets everything personal: what is left is an inactive account
     /// that only its id names (the handle placeholder cannot be registered).
     pub fn erase(&mut self) {
-        self.handle = format!("~{}", self.id.simple());
+        self.handle = super::erased_placeholder(self.id);
         self.display_name.clear();
         self.bio = None;
         self.email.clear();
