@@ -3,8 +3,8 @@
 //!
 //! Lag is measured against the event store: the events appended after the
 //! highest position a projection has applied, and how old the oldest of them
-//! is. (Positions commit slightly out of order, so this can briefly read a
-//! little low; it is never stuck high.)
+//! is, counted up to `LAG_COUNT_LIMIT`. (Positions commit slightly out of
+//! order, so this can briefly read a little low; it is never stuck high.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -93,11 +93,16 @@ async fn report(
         }
         Projection::Search => search_position,
     };
+    // Along the store's primary key, up to LAG_COUNT_LIMIT events.
     let lag = sqlx::query!(
         r#"SELECT count(*) AS "events!",
                   COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS "seconds!"
-           FROM event_store.events WHERE position > $1"#,
-        applied_position
+           FROM (
+             SELECT recorded_at FROM event_store.events WHERE position > $1
+             ORDER BY position LIMIT $2
+           ) pending"#,
+        applied_position,
+        chronicle_schema::events::LAG_COUNT_LIMIT
     )
     .fetch_one(pool)
     .await?;

@@ -11,8 +11,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_secs(1);
-/// The outbox lag is counted up to this many events (more reads as this many).
-const LAG_COUNT_LIMIT: i64 = 10_000;
 /// Held back longer than this, the outbox is reported HELD, not LIVE.
 const HELD_AFTER_SECONDS: f64 = 5.0;
 
@@ -44,7 +42,7 @@ async fn report(pool: &PgPool) -> Result<(), sqlx::Error> {
              ORDER BY transaction_id, position
              LIMIT $1
            ) pending"#,
-        LAG_COUNT_LIMIT
+        chronicle_schema::events::LAG_COUNT_LIMIT
     )
     .fetch_one(pool)
     .await?;

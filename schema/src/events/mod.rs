@@ -18,6 +18,12 @@ pub use post::{
     PostCreated, PostDeleted, PostEdited, PostErased, PostEvent, PostPublished, PostUnpublished,
 };
 pub use stored::{StoreCursor, StoredEventRow, read_committed, visible_horizon};
+
+/// Lag (events not yet published or projected) is counted along an index up
+/// to this many; more reads as this many. Counted to the end, a consumer far
+/// behind (a new projector, a fresh search index) had Postgres scan the
+/// whole store every second.
+pub const LAG_COUNT_LIMIT: i64 = 10_000;
 pub use user::{
     UserDeactivated, UserErased, UserEvent, UserProfileUpdated, UserRegistered, UserRoleChanged,
 };

@@ -199,11 +199,10 @@ pub fn open(event_type: &str, payload: &mut Value, keys: &Keyring) -> Result<Ope
         };
         if name == ENVELOPE {
             let packed = decrypt(&name, &envelope, &associated_data(subject, event_type), key)?;
-            let plain =
-                lz4_flex::decompress_size_prepended(&packed).map_err(|_| SealError::Malformed {
-                    field: name.clone(),
-                    reason: "not LZ4 inside",
-                })?;
+            let plain = decompress(&packed).ok_or_else(|| SealError::Malformed {
+                field: name.clone(),
+                reason: "not LZ4 inside",
+            })?;
             let Ok(Value::Object(personal)) = serde_json::from_slice(&plain) else {
                 return Err(SealError::Malformed {
                     field: name,
@@ -227,6 +226,20 @@ pub fn open(event_type: &str, payload: &mut Value, keys: &Keyring) -> Result<Ope
         }
     }
     Ok(opened)
+}
+
+/// LZ4 expands at most 255 times: a size prefix claiming more is not LZ4
+/// (another format's magic number read as a size once asked for 4 GiB,
+/// zeroed, per event), and is refused before anything is allocated.
+const LZ4_MAX_RATIO: usize = 255;
+
+fn decompress(packed: &[u8]) -> Option<Vec<u8>> {
+    let prefix: [u8; 4] = packed.get(..4)?.try_into().ok()?;
+    let size = u32::from_le_bytes(prefix) as usize;
+    if size > (packed.len() - 4).saturating_mul(LZ4_MAX_RATIO) {
+        return None;
+    }
+    lz4_flex::decompress_size_prepended(packed).ok()
 }
 
 fn subject_of(name: &str, envelope: &Value) -> Result<Uuid, SealError> {
@@ -374,6 +387,20 @@ mod tests {
         let mut payload = json!({"body": body});
         seal("CommentEdited", &mut payload, subject, &key);
         assert!(payload.to_string().len() < body.len() / 2, "{payload}");
+    }
+
+    #[test]
+    fn an_envelope_whose_size_prefix_is_not_lz4_is_refused_without_allocating_it() {
+        // The zstd magic number where LZ4's size prefix belongs: 4 GiB.
+        let mut packed = 0xFD2F_B528_u32.to_le_bytes().to_vec();
+        packed.extend_from_slice(b"not lz4 at all");
+        assert_eq!(decompress(&packed), None);
+        assert_eq!(decompress(&[1, 0]), None);
+        let text = b"a sentence, a sentence, a sentence".repeat(100);
+        assert_eq!(
+            decompress(&lz4_flex::compress_prepend_size(&text)).as_deref(),
+            Some(&text[..])
+        );
     }
 
     #[test]
