@@ -250,6 +250,16 @@ async fn a_rebuild_that_differs_from_the_live_read_models_in_any_column_is_not_s
         .execute(&app.pool)
         .await
         .unwrap();
+    // And one column of every other table, each of a different type.
+    for wrong in [
+        "UPDATE posts SET author_active = NOT author_active \
+         WHERE id = (SELECT min(id::text)::uuid FROM posts)",
+        "UPDATE comments SET body = body || '!' WHERE id = (SELECT min(id::text)::uuid FROM comments)",
+        "UPDATE tags SET post_count = post_count + 1 WHERE name = (SELECT min(name) FROM tags)",
+    ] {
+        let changed = sqlx::query(wrong).execute(&app.pool).await.unwrap();
+        assert_eq!(changed.rows_affected(), 1, "{wrong}");
+    }
 
     let error = app
         .rebuilder()
@@ -262,6 +272,12 @@ async fn a_rebuild_that_differs_from_the_live_read_models_in_any_column_is_not_s
         message.contains("users") && message.contains(&author.to_string()),
         "{message}"
     );
+    for table in ["posts", "comments", "tags"] {
+        assert!(
+            message.contains(&format!("{table} [")),
+            "{table}: {message}"
+        );
+    }
     let still: i64 = sqlx::query_scalar(
         "SELECT generation FROM projector.generations WHERE projection = 'read_models'",
     )

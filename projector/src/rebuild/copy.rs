@@ -2,6 +2,8 @@
 //! statement: each chunk is its own short transaction, so a rebuild never
 //! holds a transaction id for long.
 
+use std::sync::Arc;
+
 use chronicle_schema::read_models::comments::CommentRow;
 use chronicle_schema::read_models::posts::PostRow;
 use chronicle_schema::read_models::users::UserRow;
@@ -102,51 +104,97 @@ impl Line {
     }
 }
 
+/// Chunks in flight to the writer: enough to keep it busy while the fold
+/// goes on, few enough to bound memory (a chunk of posts is ~15 MB).
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// COPY statements run by a task of their own, on its own connection, so
+/// Postgres stores one chunk while the next is folded.
+pub struct CopyWriter {
+    chunks: tokio::sync::mpsc::Sender<(Arc<str>, String)>,
+    task: tokio::task::JoinHandle<Result<PgConnection, sqlx::Error>>,
+}
+
+impl CopyWriter {
+    pub fn spawn(mut connection: PgConnection) -> CopyWriter {
+        let (chunks, mut received) =
+            tokio::sync::mpsc::channel::<(Arc<str>, String)>(CHUNKS_IN_FLIGHT);
+        let task = tokio::spawn(async move {
+            while let Some((statement, data)) = received.recv().await {
+                let mut copy = connection.copy_in_raw(&statement).await?;
+                if let Err(error) = copy.send(data.into_bytes()).await {
+                    let _ = copy.abort("the rebuild failed").await;
+                    return Err(error);
+                }
+                copy.finish().await?;
+            }
+            Ok(connection)
+        });
+        CopyWriter { chunks, task }
+    }
+
+    async fn send(&mut self, statement: Arc<str>, data: String) -> Result<(), CopyError> {
+        if self.chunks.send((statement, data)).await.is_ok() {
+            return Ok(());
+        }
+        // Closed only when the task ended: with its error.
+        match (&mut self.task).await? {
+            Err(error) => Err(error.into()),
+            Ok(_) => Err(CopyError::WriterStopped),
+        }
+    }
+
+    /// Waits for every chunk sent to be stored; answers the connection.
+    pub async fn finish(self) -> Result<PgConnection, CopyError> {
+        drop(self.chunks);
+        Ok(self.task.await??)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the COPY writer stopped")]
+    WriterStopped,
+    #[error("the COPY writer: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// A table being filled by COPY, a chunk at a time.
 pub struct Copier {
-    statement: String,
+    statement: Arc<str>,
     buffer: String,
     rows: usize,
-    pub written: u64,
 }
 
 impl Copier {
     pub fn new(table: &str, columns: &str) -> Copier {
         Copier {
-            statement: format!("COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"),
+            statement: format!("COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)").into(),
             buffer: String::new(),
             rows: 0,
-            written: 0,
         }
     }
 
-    pub async fn push(
-        &mut self,
-        connection: &mut PgConnection,
-        line: Line,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn push(&mut self, writer: &mut CopyWriter, line: Line) -> Result<(), CopyError> {
         self.buffer.push_str(&line.0);
         self.buffer.push('\n');
         self.rows += 1;
         if self.rows >= CHUNK_ROWS {
-            self.flush(connection).await?;
+            self.flush(writer).await?;
         }
         Ok(())
     }
 
-    pub async fn flush(&mut self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    pub async fn flush(&mut self, writer: &mut CopyWriter) -> Result<(), CopyError> {
         if self.rows == 0 {
             return Ok(());
         }
-        let mut copy = connection.copy_in_raw(&self.statement).await?;
-        let data = std::mem::take(&mut self.buffer);
-        if let Err(error) = copy.send(data.into_bytes()).await {
-            let _ = copy.abort("the rebuild failed").await;
-            return Err(error);
-        }
-        self.written += copy.finish().await?;
         self.rows = 0;
-        Ok(())
+        writer
+            .send(self.statement.clone(), std::mem::take(&mut self.buffer))
+            .await
     }
 }
 

@@ -2,8 +2,10 @@
 //! time, in bounded memory.
 //!
 //! Streams are read in the store's `(stream_id, version)` index order, so a
-//! stream's events arrive together and only one stream is held at a time;
-//! rows go out by `COPY` in chunks, each its own short transaction. Users come
+//! stream's events arrive together and only a few batches of streams are
+//! held at a time; rows go out by `COPY` in chunks, each its own short
+//! transaction. Three tasks run at once: the read (Postgres and the
+//! driver's decoding), the fold, and the writes (`CopyWriter`). Users come
 //! first (a small read along a partial index): their rows stay in memory
 //! until the end, so each post is written with its author's name and
 //! standing. Posts and comments are read in descending id order: ids are
@@ -27,7 +29,7 @@ use futures::TryStreamExt;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::copy::{Copier, Line, comment_line, post_line, user_line};
+use super::copy::{Copier, CopyWriter, Line, comment_line, post_line, user_line};
 use super::{RebuildError, Tracker};
 use crate::dead_letters::Letter;
 
@@ -46,12 +48,18 @@ pub struct Loaded {
     pub late: Late,
 }
 
-/// Called with each post row as it is written (the search index feeds on it).
-pub type OnPost<'a> = &'a mut (dyn FnMut(&PostRow) + Send);
-
 const SELECT: &str = "SELECT position, event_id, stream_id, stream_type, version, event_type, \
      schema_version, payload, command_id, correlation_id, causation_id, actor_id, metadata, \
      recorded_at FROM event_store.events";
+
+/// Events a reader's message holds (whole streams), so the fold is woken
+/// per batch, not per stream.
+const READ_BATCH_EVENTS: usize = 1_000;
+/// Batches read ahead of the fold.
+const BATCHES_IN_FLIGHT: usize = 8;
+
+/// Streams, each whole and in version order.
+type Streams = Vec<Vec<StoredEventRow>>;
 
 /// One stream's events folded into its row; what the stream could not take
 /// is set aside, and the stream moves on past it (as live).
@@ -99,88 +107,115 @@ fn fold_user(
     }
 }
 
+/// Reads the store below `horizon` on a task of its own, so Postgres reads
+/// and the driver decodes while the fold runs: users' streams first (a small
+/// read along a partial index), then the others in descending id order.
+fn read_streams(
+    mut reader: PgConnection,
+    horizon: String,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Streams, sqlx::Error>>,
+    tokio::task::JoinHandle<PgConnection>,
+) {
+    let (sender, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let task = tokio::spawn(async move {
+        let queries = [
+            format!(
+                "{SELECT} WHERE stream_type = 'user' AND transaction_id < $1::text::xid8 \
+                 ORDER BY stream_id, version"
+            ),
+            // Descending: a stream's versions come newest first, and are reversed.
+            format!(
+                "{SELECT} WHERE stream_type <> 'user' AND transaction_id < $1::text::xid8 \
+                 ORDER BY stream_id DESC, version DESC"
+            ),
+        ];
+        for (query, descending) in queries.into_iter().zip([false, true]) {
+            let mut rows = sqlx::query_as::<_, StoredEventRow>(sqlx::AssertSqlSafe(query))
+                .bind(&horizon)
+                .fetch(&mut reader);
+            let mut batch: Streams = Vec::new();
+            let mut events = 0;
+            let mut stream: Vec<StoredEventRow> = Vec::new();
+            loop {
+                let next = match rows.try_next().await {
+                    Ok(next) => next,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        drop(rows);
+                        return reader;
+                    }
+                };
+                let ends_stream = match (&next, stream.first()) {
+                    (Some(row), Some(first)) => row.stream_id != first.stream_id,
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                };
+                if ends_stream {
+                    let mut whole = std::mem::take(&mut stream);
+                    if descending {
+                        whole.reverse();
+                    }
+                    events += whole.len();
+                    batch.push(whole);
+                }
+                if events >= READ_BATCH_EVENTS || (next.is_none() && !batch.is_empty()) {
+                    events = 0;
+                    if sender.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                        // The fold stopped; its error is the one to report.
+                        drop(rows);
+                        return reader;
+                    }
+                }
+                match next {
+                    Some(row) => stream.push(row),
+                    None => break,
+                }
+            }
+        }
+        reader
+    });
+    (received, task)
+}
+
+/// Folds the store below `horizon` into `read_next` (the writer's search
+/// path); answers what it set aside, and the two connections.
 pub async fn load(
-    reader: &mut PgConnection,
-    writer: &mut PgConnection,
+    mut reader: PgConnection,
+    writer: PgConnection,
     horizon: &str,
     tracker: &Tracker<'_>,
-    on_post: OnPost<'_>,
-) -> Result<Loaded, RebuildError> {
+) -> Result<(Loaded, PgConnection, PgConnection), RebuildError> {
     let mut loaded = Loaded::default();
-    let mut versions = Copier::new("stream_versions", "stream_id, version, position");
     // Everyone's keys, read after the horizon was: a key is stored before
     // the first event sealed with it commits. An erasure after this is
     // caught up with after the load, as live.
-    let keys = Keyring::all(&mut *reader).await?;
-
-    // Users: kept until the end, when their counts are known.
-    let mut users: HashMap<Uuid, UserRow> = HashMap::new();
-    {
-        let query = format!(
-            "{SELECT} WHERE stream_type = 'user' AND transaction_id < $1::text::xid8 \
-             ORDER BY stream_id, version"
-        );
-        let mut rows = sqlx::query_as::<_, StoredEventRow>(sqlx::AssertSqlSafe(query))
-            .bind(horizon)
-            .fetch(&mut *reader);
-        let mut stream: Vec<StoredEventRow> = Vec::new();
-        while let Some(row) = rows.try_next().await? {
-            if stream
-                .first()
-                .is_some_and(|first| first.stream_id != row.stream_id)
-            {
-                let events = std::mem::take(&mut stream);
-                let id = events[0].stream_id;
-                loaded.events += events.len() as u64;
-                let folded = fold_stream(events, &keys, &mut loaded.letters, fold_user);
-                versions.push(writer, version_line(id, folded.last)).await?;
-                if let Some(user) = folded.row {
-                    users.insert(id, user);
-                }
-            }
-            stream.push(row);
-        }
-        if !stream.is_empty() {
-            let id = stream[0].stream_id;
-            loaded.events += stream.len() as u64;
-            let folded = fold_stream(stream, &keys, &mut loaded.letters, fold_user);
-            versions.push(writer, version_line(id, folded.last)).await?;
-            if let Some(user) = folded.row {
-                users.insert(id, user);
-            }
-        }
-    }
-    tracker.processed(loaded.events);
-
-    let mut counts = Counts::default();
+    let keys = Keyring::all(&mut reader).await?;
+    let mut writer = CopyWriter::spawn(writer);
+    let (mut batches, reading) = read_streams(reader, horizon.to_owned());
+    let mut versions = Copier::new("stream_versions", "stream_id, version, position");
     let mut post_copier = Copier::new("posts", posts::COLUMNS);
     let mut comment_copier = Copier::new("comments", comments::COLUMNS);
-    {
-        // Descending: a stream's versions come newest first, and are reversed.
-        let query = format!(
-            "{SELECT} WHERE stream_type <> 'user' AND transaction_id < $1::text::xid8 \
-             ORDER BY stream_id DESC, version DESC"
-        );
-        let mut rows = sqlx::query_as::<_, StoredEventRow>(sqlx::AssertSqlSafe(query))
-            .bind(horizon)
-            .fetch(&mut *reader);
-        let mut stream: Vec<StoredEventRow> = Vec::new();
-        let mut since_report = 0u64;
-        loop {
-            let next = rows.try_next().await?;
-            let ends_stream = match (&next, stream.first()) {
-                (Some(row), Some(first)) => row.stream_id != first.stream_id,
-                (None, Some(_)) => true,
-                (_, None) => false,
-            };
-            if ends_stream {
-                let mut events = std::mem::take(&mut stream);
-                events.reverse();
-                let count = events.len() as u64;
-                loaded.events += count;
-                since_report += count;
-                let id = events[0].stream_id;
-                let last = match events[0].stream_type.as_str() {
+    // Users: kept until the end, when their counts are known. Every user
+    // stream arrives before any other.
+    let mut users: HashMap<Uuid, UserRow> = HashMap::new();
+    let mut counts = Counts::default();
+    let mut since_report = 0u64;
+    while let Some(batch) = batches.recv().await {
+        for events in batch? {
+            let count = events.len() as u64;
+            loaded.events += count;
+            since_report += count;
+            let id = events[0].stream_id;
+            let last =
+                match events[0].stream_type.as_str() {
+                    "user" => {
+                        let folded = fold_stream(events, &keys, &mut loaded.letters, fold_user);
+                        if let Some(user) = folded.row {
+                            users.insert(id, user);
+                        }
+                        folded.last
+                    }
                     "post" => {
                         let folded =
                             fold_stream(events, &keys, &mut loaded.letters, |row, event| {
@@ -191,8 +226,7 @@ pub async fn load(
                             });
                         if let Some(mut post) = folded.row {
                             counts.post(&mut post, &users);
-                            on_post(&post);
-                            post_copier.push(writer, post_line(&post)).await?;
+                            post_copier.push(&mut writer, post_line(&post)).await?;
                         }
                         folded.last
                     }
@@ -208,26 +242,24 @@ pub async fn load(
                             });
                         if let Some(mut comment) = folded.row {
                             counts.comment(&mut comment);
-                            comment_copier.push(writer, comment_line(&comment)).await?;
+                            comment_copier
+                                .push(&mut writer, comment_line(&comment))
+                                .await?;
                         }
                         folded.last
                     }
                 };
-                versions.push(writer, version_line(id, last)).await?;
-                if since_report >= 10_000 {
-                    tracker.processed(since_report);
-                    since_report = 0;
-                }
-            }
-            match next {
-                Some(row) => stream.push(row),
-                None => break,
-            }
+            versions.push(&mut writer, version_line(id, last)).await?;
         }
-        tracker.processed(since_report);
+        if since_report >= 10_000 {
+            tracker.processed(since_report);
+            since_report = 0;
+        }
     }
-    post_copier.flush(writer).await?;
-    comment_copier.flush(writer).await?;
+    tracker.processed(since_report);
+    let reader = reading.await?;
+    post_copier.flush(&mut writer).await?;
+    comment_copier.flush(&mut writer).await?;
 
     let mut user_copier = Copier::new("users", users::COLUMNS);
     for mut user in users.into_values() {
@@ -237,22 +269,23 @@ pub async fn load(
             .get(&user.id)
             .copied()
             .unwrap_or(0);
-        user_copier.push(writer, user_line(&user)).await?;
+        user_copier.push(&mut writer, user_line(&user)).await?;
     }
-    user_copier.flush(writer).await?;
+    user_copier.flush(&mut writer).await?;
     let mut tag_copier = Copier::new("tags", "name, post_count");
     for (name, count) in &counts.posts_by_tag {
         tag_copier
-            .push(writer, Line::default().text(name).plain(count))
+            .push(&mut writer, Line::default().text(name).plain(count))
             .await?;
     }
-    tag_copier.flush(writer).await?;
-    versions.flush(writer).await?;
+    tag_copier.flush(&mut writer).await?;
+    versions.flush(&mut writer).await?;
+    let writer = writer.finish().await?;
     loaded.late = Late {
         posts: counts.late_posts.into_iter().collect(),
         comments: counts.late_parents.into_iter().collect(),
     };
-    Ok(loaded)
+    Ok((loaded, reader, writer))
 }
 
 fn version_line(id: Uuid, (version, position): (i32, i64)) -> Line {

@@ -86,6 +86,8 @@ pub enum RebuildError {
     Task(#[from] tokio::task::JoinError),
     #[error("search index directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Copy(#[from] copy::CopyError),
 }
 
 #[derive(Clone)]

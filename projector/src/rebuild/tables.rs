@@ -64,14 +64,14 @@ pub(super) async fn rebuild(
         .options([("search_path", NEXT)])
         .connect()
         .await?;
-    let mut reader = connect_options.connect().await?;
+    let reader = connect_options.connect().await?;
     let ddl = read_models::Ddl::split();
     read_models::create_schema(&mut writer, NEXT, &ddl.tables).await?;
 
     tracker.phase("reading the event store");
     let horizon = fence::horizon(pool).await?;
     tracker.total(count_below(pool, &horizon).await?);
-    let loaded = load::load(&mut reader, &mut writer, &horizon, tracker, &mut |_| {}).await?;
+    let (loaded, mut reader, mut writer) = load::load(reader, writer, &horizon, tracker).await?;
 
     tracker.phase("indexing the new tables");
     for statement in &ddl.indexes {
