@@ -30,7 +30,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::copy::{Copier, CopyWriter, Line, comment_line, post_line, user_line};
-use super::{RebuildError, Tracker};
+use super::{RebuildError, Tracker, in_the_background};
 use crate::dead_letters::Letter;
 
 /// Rows whose counts arrived after they were written, to recount in SQL.
@@ -107,18 +107,16 @@ fn fold_user(
     }
 }
 
-/// Reads the store below `horizon` on a task of its own, so Postgres reads
-/// and the driver decodes while the fold runs: users' streams first (a small
-/// read along a partial index), then the others in descending id order.
-fn read_streams(
+/// Reads the store below `horizon`, so Postgres reads and the driver
+/// decodes while the fold runs: users' streams first (a small read along a
+/// partial index), then the others in descending id order. Answers the
+/// connection when all is sent (or the fold stopped listening).
+async fn read_streams(
     mut reader: PgConnection,
     horizon: String,
-) -> (
-    tokio::sync::mpsc::Receiver<Result<Streams, sqlx::Error>>,
-    tokio::task::JoinHandle<PgConnection>,
-) {
-    let (sender, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
-    let task = tokio::spawn(async move {
+    sender: tokio::sync::mpsc::Sender<Result<Streams, sqlx::Error>>,
+) -> Result<PgConnection, RebuildError> {
+    {
         let queries = [
             format!(
                 "{SELECT} WHERE stream_type = 'user' AND transaction_id < $1::text::xid8 \
@@ -143,7 +141,7 @@ fn read_streams(
                     Err(error) => {
                         let _ = sender.send(Err(error)).await;
                         drop(rows);
-                        return reader;
+                        return Ok(reader);
                     }
                 };
                 let ends_stream = match (&next, stream.first()) {
@@ -164,7 +162,7 @@ fn read_streams(
                     if sender.send(Ok(std::mem::take(&mut batch))).await.is_err() {
                         // The fold stopped; its error is the one to report.
                         drop(rows);
-                        return reader;
+                        return Ok(reader);
                     }
                 }
                 match next {
@@ -173,9 +171,8 @@ fn read_streams(
                 }
             }
         }
-        reader
-    });
-    (received, task)
+    }
+    Ok(reader)
 }
 
 /// Folds the store below `horizon` into `read_next` (the writer's search
@@ -184,15 +181,32 @@ pub async fn load(
     mut reader: PgConnection,
     writer: PgConnection,
     horizon: &str,
-    tracker: &Tracker<'_>,
+    tracker: &Tracker,
 ) -> Result<(Loaded, PgConnection, PgConnection), RebuildError> {
-    let mut loaded = Loaded::default();
     // Everyone's keys, read after the horizon was: a key is stored before
     // the first event sealed with it commits. An erasure after this is
     // caught up with after the load, as live.
     let keys = Keyring::all(&mut reader).await?;
-    let mut writer = CopyWriter::spawn(writer);
-    let (mut batches, reading) = read_streams(reader, horizon.to_owned());
+    let writer = CopyWriter::spawn(writer);
+    let (sender, batches) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let reading = tokio::spawn(in_the_background(read_streams(
+        reader,
+        horizon.to_owned(),
+        sender,
+    )));
+    let (loaded, writer) = in_the_background(fold(keys, batches, writer, tracker.clone())).await?;
+    let reader = reading.await??;
+    let writer = writer.finish().await?;
+    Ok((loaded, reader, writer))
+}
+
+async fn fold(
+    keys: Keyring,
+    mut batches: tokio::sync::mpsc::Receiver<Result<Streams, sqlx::Error>>,
+    mut writer: CopyWriter,
+    tracker: Tracker,
+) -> Result<(Loaded, CopyWriter), RebuildError> {
+    let mut loaded = Loaded::default();
     let mut versions = Copier::new("stream_versions", "stream_id, version, position");
     let mut post_copier = Copier::new("posts", posts::COLUMNS);
     let mut comment_copier = Copier::new("comments", comments::COLUMNS);
@@ -257,7 +271,6 @@ pub async fn load(
         }
     }
     tracker.processed(since_report);
-    let reader = reading.await?;
     post_copier.flush(&mut writer).await?;
     comment_copier.flush(&mut writer).await?;
 
@@ -280,12 +293,11 @@ pub async fn load(
     }
     tag_copier.flush(&mut writer).await?;
     versions.flush(&mut writer).await?;
-    let writer = writer.finish().await?;
     loaded.late = Late {
         posts: counts.late_posts.into_iter().collect(),
         comments: counts.late_parents.into_iter().collect(),
     };
-    Ok((loaded, reader, writer))
+    Ok((loaded, writer))
 }
 
 fn version_line(id: Uuid, (version, position): (i32, i64)) -> Line {

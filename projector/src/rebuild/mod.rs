@@ -88,6 +88,8 @@ pub enum RebuildError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Copy(#[from] copy::CopyError),
+    #[error("the rebuild's fold stopped")]
+    FoldStopped,
 }
 
 #[derive(Clone)]
@@ -183,7 +185,7 @@ impl Rebuilder {
         options: RebuildOptions,
     ) -> Result<Progress, RebuildError> {
         let tracker = Tracker {
-            rebuilder: self,
+            progress: self.progress.clone(),
             projection: projection.name(),
             started: Instant::now(),
         };
@@ -232,19 +234,16 @@ impl Rebuilder {
 }
 
 /// Reports one rebuild's progress.
-pub(crate) struct Tracker<'a> {
-    rebuilder: &'a Rebuilder,
+#[derive(Clone)]
+pub(crate) struct Tracker {
+    progress: Arc<Mutex<BTreeMap<&'static str, Progress>>>,
     projection: &'static str,
     started: Instant,
 }
 
-impl Tracker<'_> {
+impl Tracker {
     fn update(&self, change: impl FnOnce(&mut Progress)) {
-        let mut all = self
-            .rebuilder
-            .progress
-            .lock()
-            .expect("progress is never poisoned");
+        let mut all = self.progress.lock().expect("progress is never poisoned");
         if let Some(progress) = all.get_mut(self.projection) {
             change(progress);
             let seconds = self.started.elapsed().as_secs_f64();
@@ -270,6 +269,31 @@ impl Tracker<'_> {
         });
     }
 }
+
+/// Runs `work` on a thread of its own at a lower CPU priority (a rebuild's
+/// read, its fold and the search rebuild each get one): a rebuild keeps two
+/// cores busy, and the live path (the projector's own runtime, the
+/// relay, Kafka) must win whenever it has something to do, or every write's
+/// visibility waits behind the replay.
+pub(crate) async fn in_the_background<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, RebuildError>> + Send + 'static,
+) -> Result<T, RebuildError> {
+    let runtime = tokio::runtime::Handle::current();
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rebuild-fold".to_owned())
+        .spawn(move || {
+            // On Linux a thread has its own niceness: no pid names this one.
+            if let Err(error) = rustix::process::setpriority_process(None, BACKGROUND_NICENESS) {
+                tracing::debug!(%error, "the rebuild runs at normal priority");
+            }
+            let _ = done.send(runtime.block_on(work));
+        })?;
+    outcome.await.map_err(|_| RebuildError::FoldStopped)?
+}
+
+/// `nice` of the rebuild's fold (0 is the default, 19 the lowest).
+const BACKGROUND_NICENESS: i32 = 10;
 
 /// How many events lie below the horizon (for progress).
 pub(crate) async fn count_below(pool: &PgPool, horizon: &str) -> Result<u64, sqlx::Error> {

@@ -12,10 +12,9 @@ use std::collections::HashMap;
 use chronicle_schema::read_models::posts::{self, PostRow};
 use chronicle_schema::search_schema::PostIndexSchema;
 use sqlx::PgPool;
-use tantivy::TantivyDocument;
 use uuid::Uuid;
 
-use super::{RebuildError, RebuildOptions, Rebuilder, Tracker};
+use super::{RebuildError, RebuildOptions, Rebuilder, Tracker, in_the_background};
 use crate::search::PostIndex;
 use crate::search::indexer;
 
@@ -27,11 +26,13 @@ type Indexed = HashMap<Uuid, (i32, bool)>;
 
 pub(super) async fn rebuild(
     rebuilder: &Rebuilder,
-    tracker: &Tracker<'_>,
+    tracker: &Tracker,
     options: RebuildOptions,
 ) -> Result<(), RebuildError> {
     let generation = rebuilder.layout.generations()?.last().copied().unwrap_or(0) + 1;
-    let result = build(rebuilder, tracker, options, generation).await;
+    let (owned, tracked) = (rebuilder.clone(), tracker.clone());
+    let result =
+        in_the_background(async move { build(&owned, &tracked, options, generation).await }).await;
     if result.is_err() && rebuilder.layout.current().ok().flatten() != Some(generation) {
         // A half-built generation would keep text (of people erased since,
         // too) that nothing updates any more.
@@ -45,7 +46,7 @@ pub(super) async fn rebuild(
 
 async fn build(
     rebuilder: &Rebuilder,
-    tracker: &Tracker<'_>,
+    tracker: &Tracker,
     options: RebuildOptions,
     generation: u64,
 ) -> Result<(), RebuildError> {
@@ -68,12 +69,12 @@ async fn build(
         let Some(last) = rows.last() else { break };
         after = last.id;
         let count = rows.len() as u64;
-        index = write(index, &schema, rows, &mut indexed).await?;
+        index = write(index, &schema, rows, &mut indexed);
         tracker.processed(count);
     }
     let markers = markers_changed(pool, &Indexed::new()).await?;
     tracker.processed(markers.len() as u64);
-    index = write_markers(index, &schema, markers, &mut indexed).await?;
+    index = write_markers(index, &schema, markers, &mut indexed);
 
     if !options.swap {
         let mut index = index;
@@ -91,9 +92,9 @@ async fn build(
             .fetch_one(pool)
             .await?;
     let changed = posts_changed(pool, &indexed).await?;
-    index = write(index, &schema, changed, &mut indexed).await?;
+    index = write(index, &schema, changed, &mut indexed);
     let markers = markers_changed(pool, &indexed).await?;
-    index = write_markers(index, &schema, markers, &mut indexed).await?;
+    index = write_markers(index, &schema, markers, &mut indexed);
     // The new index holds every row the live indexer's offsets cover.
     let checkpoint = live.checkpoint();
     let layout = rebuilder.layout.clone();
@@ -164,48 +165,32 @@ async fn markers_changed(
         .collect())
 }
 
-async fn write(
+/// Runs on the rebuild's own thread (`in_the_background`): making documents
+/// parses every body, and held an async worker for half a second a page.
+fn write(
     mut index: PostIndex,
     schema: &PostIndexSchema,
     rows: Vec<PostRow>,
     indexed: &mut Indexed,
-) -> Result<PostIndex, RebuildError> {
-    let documents: Vec<(Uuid, TantivyDocument)> = rows
-        .iter()
-        .map(|row| {
-            indexed.insert(row.id, (row.version, row.is_public()));
-            (row.id, schema.post_document(row))
-        })
-        .collect();
-    Ok(tokio::task::spawn_blocking(move || {
-        for (id, document) in documents {
-            index.upsert(id, document);
-        }
-        index
-    })
-    .await?)
+) -> PostIndex {
+    for row in &rows {
+        indexed.insert(row.id, (row.version, row.is_public()));
+        index.upsert(row.id, schema.post_document(row));
+    }
+    index
 }
 
-async fn write_markers(
+fn write_markers(
     mut index: PostIndex,
     schema: &PostIndexSchema,
     markers: Vec<(Uuid, i32)>,
     indexed: &mut Indexed,
-) -> Result<PostIndex, RebuildError> {
-    let documents: Vec<(Uuid, TantivyDocument)> = markers
-        .into_iter()
-        .map(|(id, version)| {
-            indexed.insert(id, (version, false));
-            (id, schema.marker(id, version))
-        })
-        .collect();
-    Ok(tokio::task::spawn_blocking(move || {
-        for (id, document) in documents {
-            index.upsert(id, document);
-        }
-        index
-    })
-    .await?)
+) -> PostIndex {
+    for (id, version) in markers {
+        indexed.insert(id, (version, false));
+        index.upsert(id, schema.marker(id, version));
+    }
+    index
 }
 
 /// Tells readers a new generation is live.

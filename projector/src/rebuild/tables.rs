@@ -51,7 +51,7 @@ const SWAP_CATCH_UP: Mode = Mode {
 
 pub(super) async fn rebuild(
     rebuilder: &Rebuilder,
-    tracker: &Tracker<'_>,
+    tracker: &Tracker,
     options: RebuildOptions,
 ) -> Result<(), RebuildError> {
     let pool = &rebuilder.pool;
@@ -136,7 +136,7 @@ pub(super) async fn drop_next(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
 async fn catch_up(
     connection: &mut PgConnection,
     cursor: &mut StoreCursor,
-    tracker: &Tracker<'_>,
+    tracker: &Tracker,
 ) -> Result<usize, RebuildError> {
     let horizon = fence::horizon(&mut *connection).await?;
     let batch = read_committed(&mut *connection, cursor, &horizon, CATCH_UP_BATCH).await?;
@@ -180,7 +180,7 @@ fn incoming(
 async fn swap(
     connection: &mut PgConnection,
     cursor: &mut StoreCursor,
-    tracker: &Tracker<'_>,
+    tracker: &Tracker,
     ddl_hash: &str,
 ) -> Result<(), RebuildError> {
     let mut transaction = connection.begin().await?;
