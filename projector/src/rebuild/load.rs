@@ -116,59 +116,57 @@ async fn read_streams(
     horizon: String,
     sender: tokio::sync::mpsc::Sender<Result<Streams, sqlx::Error>>,
 ) -> Result<PgConnection, RebuildError> {
-    {
-        let queries = [
-            format!(
-                "{SELECT} WHERE stream_type = 'user' AND transaction_id < $1::text::xid8 \
+    let queries = [
+        format!(
+            "{SELECT} WHERE stream_type = 'user' AND transaction_id < $1::text::xid8 \
                  ORDER BY stream_id, version"
-            ),
-            // Descending: a stream's versions come newest first, and are reversed.
-            format!(
-                "{SELECT} WHERE stream_type <> 'user' AND transaction_id < $1::text::xid8 \
+        ),
+        // Descending: a stream's versions come newest first, and are reversed.
+        format!(
+            "{SELECT} WHERE stream_type <> 'user' AND transaction_id < $1::text::xid8 \
                  ORDER BY stream_id DESC, version DESC"
-            ),
-        ];
-        for (query, descending) in queries.into_iter().zip([false, true]) {
-            let mut rows = sqlx::query_as::<_, StoredEventRow>(sqlx::AssertSqlSafe(query))
-                .bind(&horizon)
-                .fetch(&mut reader);
-            let mut batch: Streams = Vec::new();
-            let mut events = 0;
-            let mut stream: Vec<StoredEventRow> = Vec::new();
-            loop {
-                let next = match rows.try_next().await {
-                    Ok(next) => next,
-                    Err(error) => {
-                        let _ = sender.send(Err(error)).await;
-                        drop(rows);
-                        return Ok(reader);
-                    }
-                };
-                let ends_stream = match (&next, stream.first()) {
-                    (Some(row), Some(first)) => row.stream_id != first.stream_id,
-                    (None, Some(_)) => true,
-                    (_, None) => false,
-                };
-                if ends_stream {
-                    let mut whole = std::mem::take(&mut stream);
-                    if descending {
-                        whole.reverse();
-                    }
-                    events += whole.len();
-                    batch.push(whole);
+        ),
+    ];
+    for (query, descending) in queries.into_iter().zip([false, true]) {
+        let mut rows = sqlx::query_as::<_, StoredEventRow>(sqlx::AssertSqlSafe(query))
+            .bind(&horizon)
+            .fetch(&mut reader);
+        let mut batch: Streams = Vec::new();
+        let mut events = 0;
+        let mut stream: Vec<StoredEventRow> = Vec::new();
+        loop {
+            let next = match rows.try_next().await {
+                Ok(next) => next,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    drop(rows);
+                    return Ok(reader);
                 }
-                if events >= READ_BATCH_EVENTS || (next.is_none() && !batch.is_empty()) {
-                    events = 0;
-                    if sender.send(Ok(std::mem::take(&mut batch))).await.is_err() {
-                        // The fold stopped; its error is the one to report.
-                        drop(rows);
-                        return Ok(reader);
-                    }
+            };
+            let ends_stream = match (&next, stream.first()) {
+                (Some(row), Some(first)) => row.stream_id != first.stream_id,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if ends_stream {
+                let mut whole = std::mem::take(&mut stream);
+                if descending {
+                    whole.reverse();
                 }
-                match next {
-                    Some(row) => stream.push(row),
-                    None => break,
+                events += whole.len();
+                batch.push(whole);
+            }
+            if events >= READ_BATCH_EVENTS || (next.is_none() && !batch.is_empty()) {
+                events = 0;
+                if sender.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                    // The fold stopped; its error is the one to report.
+                    drop(rows);
+                    return Ok(reader);
                 }
+            }
+            match next {
+                Some(row) => stream.push(row),
+                None => break,
             }
         }
     }
