@@ -1,6 +1,9 @@
-//! Rows into a table by `COPY … FROM STDIN (FORMAT csv)`, a chunk per
+//! Rows into a table by `COPY … FROM STDIN (FORMAT binary)`, a chunk per
 //! statement: each chunk is its own short transaction, so a rebuild never
-//! holds a transaction id for long.
+//! holds a transaction id for long. Binary, not CSV: a field is its length
+//! and its bytes, so neither side scans a post's body for quotes, and
+//! Postgres parses no text into uuids, times or integers (CSV's parse was
+//! a third of the writer backend's time).
 
 use std::sync::Arc;
 
@@ -14,28 +17,42 @@ use uuid::Uuid;
 /// Rows gathered before a chunk is sent.
 const CHUNK_ROWS: usize = 5_000;
 
-/// One CSV line's fields.
-#[derive(Default)]
-pub struct Line(String);
+/// The binary format's signature, flags and header extension length.
+const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// A field count of -1 ends the data.
+const TRAILER: &[u8] = &(-1i16).to_be_bytes();
+/// `text`'s type oid, which an array names for its elements.
+const TEXT_OID: u32 = 25;
 
-impl Line {
-    fn separate(&mut self) {
-        if !self.0.is_empty() {
-            self.0.push(',');
+/// One row's fields in Postgres's binary format: each a length and the
+/// type's binary representation (a length of -1 is NULL).
+pub struct Line {
+    bytes: Vec<u8>,
+    fields: i16,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        // The field count, filled in as fields are added.
+        Line {
+            bytes: vec![0, 0],
+            fields: 0,
         }
     }
+}
 
-    pub fn text(mut self, value: &str) -> Line {
-        self.separate();
-        self.0.push('"');
-        for character in value.chars() {
-            if character == '"' {
-                self.0.push('"');
-            }
-            self.0.push(character);
-        }
-        self.0.push('"');
+impl Line {
+    fn field(mut self, value: &[u8]) -> Line {
+        let length = i32::try_from(value.len()).expect("a field is under 2 GiB");
+        self.bytes.extend_from_slice(&length.to_be_bytes());
+        self.bytes.extend_from_slice(value);
+        self.fields += 1;
+        self.bytes[..2].copy_from_slice(&self.fields.to_be_bytes());
         self
+    }
+
+    pub fn text(self, value: &str) -> Line {
+        self.field(value.as_bytes())
     }
 
     pub fn optional_text(self, value: Option<&str>) -> Line {
@@ -45,20 +62,23 @@ impl Line {
         }
     }
 
-    /// An unquoted empty field: NULL in CSV (an empty string is quoted).
     pub fn null(mut self) -> Line {
-        self.separate();
+        self.bytes.extend_from_slice(&(-1i32).to_be_bytes());
+        self.fields += 1;
+        self.bytes[..2].copy_from_slice(&self.fields.to_be_bytes());
         self
     }
 
-    pub fn plain(mut self, value: impl std::fmt::Display) -> Line {
-        self.separate();
-        self.0.push_str(&value.to_string());
-        self
+    pub fn integer(self, value: i32) -> Line {
+        self.field(&value.to_be_bytes())
+    }
+
+    pub fn bigint(self, value: i64) -> Line {
+        self.field(&value.to_be_bytes())
     }
 
     pub fn uuid(self, value: Uuid) -> Line {
-        self.plain(value)
+        self.field(value.as_bytes())
     }
 
     pub fn optional_uuid(self, value: Option<Uuid>) -> Line {
@@ -69,11 +89,13 @@ impl Line {
     }
 
     pub fn boolean(self, value: bool) -> Line {
-        self.plain(if value { "t" } else { "f" })
+        self.field(&[u8::from(value)])
     }
 
+    /// Microseconds since Postgres's epoch, 2000-01-01 UTC.
     pub fn time(self, value: DateTime<Utc>) -> Line {
-        self.plain(value.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+        self.field(&(value.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes())
     }
 
     pub fn optional_time(self, value: Option<DateTime<Utc>>) -> Line {
@@ -83,24 +105,24 @@ impl Line {
         }
     }
 
-    /// A text[] literal, every element quoted.
+    /// A one-dimensional text[] (an empty one has no dimensions).
     pub fn text_array(self, values: &[String]) -> Line {
-        let mut literal = String::from("{");
-        for (index, value) in values.iter().enumerate() {
-            if index > 0 {
-                literal.push(',');
-            }
-            literal.push('"');
-            for character in value.chars() {
-                if character == '"' || character == '\\' {
-                    literal.push('\\');
-                }
-                literal.push(character);
-            }
-            literal.push('"');
+        let mut array = Vec::new();
+        let dimensions: i32 = if values.is_empty() { 0 } else { 1 };
+        array.extend_from_slice(&dimensions.to_be_bytes());
+        array.extend_from_slice(&0i32.to_be_bytes()); // no NULL elements
+        array.extend_from_slice(&TEXT_OID.to_be_bytes());
+        if !values.is_empty() {
+            let length = i32::try_from(values.len()).expect("a tag list is short");
+            array.extend_from_slice(&length.to_be_bytes());
+            array.extend_from_slice(&1i32.to_be_bytes()); // lower bound
         }
-        literal.push('}');
-        self.text(&literal)
+        for value in values {
+            let length = i32::try_from(value.len()).expect("a tag is short");
+            array.extend_from_slice(&length.to_be_bytes());
+            array.extend_from_slice(value.as_bytes());
+        }
+        self.field(&array)
     }
 }
 
@@ -111,18 +133,18 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// COPY statements run by a task of their own, on its own connection, so
 /// Postgres stores one chunk while the next is folded.
 pub struct CopyWriter {
-    chunks: tokio::sync::mpsc::Sender<(Arc<str>, String)>,
+    chunks: tokio::sync::mpsc::Sender<(Arc<str>, Vec<u8>)>,
     task: tokio::task::JoinHandle<Result<PgConnection, sqlx::Error>>,
 }
 
 impl CopyWriter {
     pub fn spawn(mut connection: PgConnection) -> CopyWriter {
         let (chunks, mut received) =
-            tokio::sync::mpsc::channel::<(Arc<str>, String)>(CHUNKS_IN_FLIGHT);
+            tokio::sync::mpsc::channel::<(Arc<str>, Vec<u8>)>(CHUNKS_IN_FLIGHT);
         let task = tokio::spawn(async move {
             while let Some((statement, data)) = received.recv().await {
                 let mut copy = connection.copy_in_raw(&statement).await?;
-                if let Err(error) = copy.send(data.into_bytes()).await {
+                if let Err(error) = copy.send(data).await {
                     let _ = copy.abort("the rebuild failed").await;
                     return Err(error);
                 }
@@ -133,7 +155,7 @@ impl CopyWriter {
         CopyWriter { chunks, task }
     }
 
-    async fn send(&mut self, statement: Arc<str>, data: String) -> Result<(), CopyError> {
+    async fn send(&mut self, statement: Arc<str>, data: Vec<u8>) -> Result<(), CopyError> {
         if self.chunks.send((statement, data)).await.is_ok() {
             return Ok(());
         }
@@ -164,22 +186,24 @@ pub enum CopyError {
 /// A table being filled by COPY, a chunk at a time.
 pub struct Copier {
     statement: Arc<str>,
-    buffer: String,
+    buffer: Vec<u8>,
     rows: usize,
 }
 
 impl Copier {
     pub fn new(table: &str, columns: &str) -> Copier {
         Copier {
-            statement: format!("COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)").into(),
-            buffer: String::new(),
+            statement: format!("COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)").into(),
+            buffer: Vec::new(),
             rows: 0,
         }
     }
 
     pub async fn push(&mut self, writer: &mut CopyWriter, line: Line) -> Result<(), CopyError> {
-        self.buffer.push_str(&line.0);
-        self.buffer.push('\n');
+        if self.buffer.is_empty() {
+            self.buffer.extend_from_slice(HEADER);
+        }
+        self.buffer.extend_from_slice(&line.bytes);
         self.rows += 1;
         if self.rows >= CHUNK_ROWS {
             self.flush(writer).await?;
@@ -192,6 +216,7 @@ impl Copier {
             return Ok(());
         }
         self.rows = 0;
+        self.buffer.extend_from_slice(TRAILER);
         writer
             .send(self.statement.clone(), std::mem::take(&mut self.buffer))
             .await
@@ -208,11 +233,11 @@ pub fn user_line(user: &UserRow) -> Line {
         .text(&user.email)
         .text(user.role.as_str())
         .boolean(user.active)
-        .plain(user.post_count)
-        .plain(user.comment_count)
+        .integer(user.post_count)
+        .integer(user.comment_count)
         .time(user.joined_at)
         .time(user.updated_at)
-        .plain(user.version)
+        .integer(user.version)
 }
 
 /// A post's line, in the order of `posts::COLUMNS`.
@@ -230,11 +255,11 @@ pub fn post_line(post: &PostRow) -> Line {
         .uuid(post.author_id)
         .text(&post.author_handle)
         .text(&post.author_display_name)
-        .plain(post.comment_count)
+        .integer(post.comment_count)
         .time(post.created_at)
         .time(post.updated_at)
         .optional_time(post.published_at)
-        .plain(post.version)
+        .integer(post.version)
 }
 
 /// A comment's line, in the order of `comments::COLUMNS`.
@@ -246,27 +271,44 @@ pub fn comment_line(comment: &CommentRow) -> Line {
         .optional_uuid(comment.parent_id)
         .text(&comment.body)
         .boolean(comment.deleted)
-        .plain(comment.reply_count)
+        .integer(comment.reply_count)
         .time(comment.created_at)
         .optional_time(comment.edited_at)
-        .plain(comment.version)
+        .integer(comment.version)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     #[test]
-    fn fields_are_quoted_and_nulls_are_empty() {
+    fn a_line_is_its_field_count_then_each_field_as_length_and_bytes() {
         let line = Line::default()
-            .text("say \"hi\", then\nleave")
+            .text("é\"")
             .null()
-            .text("")
-            .text_array(&["a".into(), "b\"c".into()])
-            .boolean(true);
+            .integer(-2)
+            .boolean(true)
+            .time(Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 1).unwrap());
+        let mut expected = vec![0, 5];
+        expected.extend([0, 0, 0, 3, 0xc3, 0xa9, b'"']);
+        expected.extend([0xff; 4]);
+        expected.extend([0, 0, 0, 4, 0xff, 0xff, 0xff, 0xfe]);
+        expected.extend([0, 0, 0, 1, 1]);
+        expected.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x40]);
+        assert_eq!(line.bytes, expected);
+    }
+
+    #[test]
+    fn an_empty_array_has_no_dimensions() {
+        let line = Line::default().text_array(&[]);
+        assert_eq!(line.bytes[6..], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25]);
+        let line = Line::default().text_array(&["ab".to_owned()]);
         assert_eq!(
-            line.0,
-            "\"say \"\"hi\"\", then\nleave\",,\"\",\"{\"\"a\"\",\"\"b\\\"\"c\"\"}\",t"
+            line.bytes[6..],
+            [
+                0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 25, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, b'a', b'b'
+            ]
         );
     }
 }

@@ -286,7 +286,7 @@ async fn fold(
     let mut tag_copier = Copier::new("tags", "name, post_count");
     for (name, count) in &counts.posts_by_tag {
         tag_copier
-            .push(&mut writer, Line::default().text(name).plain(count))
+            .push(&mut writer, Line::default().text(name).integer(*count))
             .await?;
     }
     tag_copier.flush(&mut writer).await?;
@@ -299,7 +299,7 @@ async fn fold(
 }
 
 fn version_line(id: Uuid, (version, position): (i32, i64)) -> Line {
-    Line::default().uuid(id).plain(version).plain(position)
+    Line::default().uuid(id).integer(version).bigint(position)
 }
 
 /// The derived columns, counted as rows are written.

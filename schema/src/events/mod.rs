@@ -113,6 +113,11 @@ macro_rules! event_enum {
                 value.expect("event payloads are plain data and always serialize")
             }
 
+            /// Whether `event_type` is one of this aggregate's.
+            pub(crate) fn handles(event_type: &str) -> bool {
+                matches!(event_type, $($name)|+)
+            }
+
             /// Decodes a payload already upcast to the current schema version.
             pub(crate) fn from_current(
                 event_type: &str,
@@ -230,16 +235,21 @@ impl DomainEvent {
         payload: serde_json::Value,
     ) -> Result<DomainEvent, DecodeError> {
         let (schema_version, payload) = upcast::to_current(event_type, schema_version, payload)?;
-        if let Some(event) = UserEvent::from_current(event_type, schema_version, payload.clone()) {
-            return event.map(DomainEvent::User);
-        }
-        if let Some(event) = PostEvent::from_current(event_type, schema_version, payload.clone()) {
-            return event.map(DomainEvent::Post);
-        }
-        if let Some(event) = CommentEvent::from_current(event_type, schema_version, payload) {
-            return event.map(DomainEvent::Comment);
-        }
-        Err(DecodeError::UnknownType(event_type.to_owned()))
+        // The type picks the aggregate first: a payload is moved into its
+        // event, never copied (a post's body is most of a replay's bytes).
+        let decoded = if UserEvent::handles(event_type) {
+            UserEvent::from_current(event_type, schema_version, payload)
+                .map(|event| event.map(DomainEvent::User))
+        } else if PostEvent::handles(event_type) {
+            PostEvent::from_current(event_type, schema_version, payload)
+                .map(|event| event.map(DomainEvent::Post))
+        } else if CommentEvent::handles(event_type) {
+            CommentEvent::from_current(event_type, schema_version, payload)
+                .map(|event| event.map(DomainEvent::Comment))
+        } else {
+            None
+        };
+        decoded.unwrap_or_else(|| Err(DecodeError::UnknownType(event_type.to_owned())))
     }
 }
 
