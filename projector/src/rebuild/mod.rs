@@ -13,6 +13,7 @@
 mod copy;
 pub mod digest;
 mod load;
+mod niceness;
 mod search;
 mod tables;
 mod verify;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::search::indexer::SharedIndex;
+pub(crate) use niceness::in_the_background;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -269,31 +271,6 @@ impl Tracker {
         });
     }
 }
-
-/// Runs `work` on a thread of its own at a lower CPU priority (a rebuild's
-/// read, its fold and the search rebuild each get one): a rebuild keeps two
-/// cores busy, and the live path (the projector's own runtime, the
-/// relay, Kafka) must win whenever it has something to do, or every write's
-/// visibility waits behind the replay.
-pub(crate) async fn in_the_background<T: Send + 'static>(
-    work: impl std::future::Future<Output = Result<T, RebuildError>> + Send + 'static,
-) -> Result<T, RebuildError> {
-    let runtime = tokio::runtime::Handle::current();
-    let (done, outcome) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("rebuild-fold".to_owned())
-        .spawn(move || {
-            // On Linux a thread has its own niceness: no pid names this one.
-            if let Err(error) = rustix::process::setpriority_process(None, BACKGROUND_NICENESS) {
-                tracing::debug!(%error, "the rebuild runs at normal priority");
-            }
-            let _ = done.send(runtime.block_on(work));
-        })?;
-    outcome.await.map_err(|_| RebuildError::FoldStopped)?
-}
-
-/// `nice` of the rebuild's fold (0 is the default, 19 the lowest).
-const BACKGROUND_NICENESS: i32 = 10;
 
 /// How many events lie below the horizon (for progress).
 pub(crate) async fn count_below(pool: &PgPool, horizon: &str) -> Result<u64, sqlx::Error> {

@@ -30,9 +30,16 @@ pub(super) async fn rebuild(
     options: RebuildOptions,
 ) -> Result<(), RebuildError> {
     let generation = rebuilder.layout.generations()?.last().copied().unwrap_or(0) + 1;
-    let (owned, tracked) = (rebuilder.clone(), tracker.clone());
-    let result =
-        in_the_background(async move { build(&owned, &tracked, options, generation).await }).await;
+    let result = async {
+        let (owned, tracked) = (rebuilder.clone(), tracker.clone());
+        let indexed =
+            in_the_background(async move { build(&owned, &tracked, generation).await }).await?;
+        if options.swap {
+            swap(rebuilder, tracker, generation, indexed).await?;
+        }
+        Ok(())
+    }
+    .await;
     if result.is_err() && rebuilder.layout.current().ok().flatten() != Some(generation) {
         // A half-built generation would keep text (of people erased since,
         // too) that nothing updates any more.
@@ -44,16 +51,16 @@ pub(super) async fn rebuild(
     result
 }
 
+/// Builds `generation` from the read models and commits it, on the
+/// rebuild's own thread: the index writer's threads are made here and
+/// inherit its low priority. They end with the writer, before the swap.
 async fn build(
     rebuilder: &Rebuilder,
     tracker: &Tracker,
-    options: RebuildOptions,
     generation: u64,
-) -> Result<(), RebuildError> {
+) -> Result<Indexed, RebuildError> {
     let pool = &rebuilder.pool;
-    let layout = rebuilder.layout.clone();
-    let mut index =
-        tokio::task::spawn_blocking(move || PostIndex::open(&layout, generation)).await??;
+    let mut index = PostIndex::open(&rebuilder.layout, generation)?;
     let schema = index.schema().clone();
 
     tracker.phase("reading the read models");
@@ -75,15 +82,27 @@ async fn build(
     let markers = markers_changed(pool, &Indexed::new()).await?;
     tracker.processed(markers.len() as u64);
     index = write_markers(index, &schema, markers, &mut indexed);
+    // The live checkpoint of now: what a build left unswapped reflects.
+    let checkpoint = rebuilder.live_index.lock().await.checkpoint();
+    index.commit(&checkpoint)?;
+    Ok(indexed)
+}
 
-    if !options.swap {
-        let mut index = index;
-        let checkpoint = rebuilder.live_index.lock().await.checkpoint();
-        tokio::task::spawn_blocking(move || index.commit(&checkpoint)).await??;
-        return Ok(());
-    }
-
+/// Makes `generation` live: the rows changed since they were read are
+/// indexed again, with the live indexer paused. Runs at normal priority,
+/// and so does the writer it opens, which the live indexer goes on with.
+async fn swap(
+    rebuilder: &Rebuilder,
+    tracker: &Tracker,
+    generation: u64,
+    mut indexed: Indexed,
+) -> Result<(), RebuildError> {
+    let pool = &rebuilder.pool;
     tracker.phase("swapping");
+    let layout = rebuilder.layout.clone();
+    let mut index =
+        tokio::task::spawn_blocking(move || PostIndex::open(&layout, generation)).await??;
+    let schema = index.schema().clone();
     // Pause the live indexer: its index and offsets are ours until the swap is done.
     let live = rebuilder.live_index.clone().lock_owned().await;
     // What changed since it was read is indexed again, as the rows are now.
@@ -165,8 +184,9 @@ async fn markers_changed(
         .collect())
 }
 
-/// Runs on the rebuild's own thread (`in_the_background`): making documents
-/// parses every body, and held an async worker for half a second a page.
+/// Runs on the rebuild's own thread (`in_the_background`) for the build:
+/// making documents parses every body, and held an async worker for half a
+/// second a page.
 fn write(
     mut index: PostIndex,
     schema: &PostIndexSchema,

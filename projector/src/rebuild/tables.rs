@@ -25,7 +25,9 @@ use chronicle_schema::read_models::{comments, posts};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
-use super::{RebuildError, RebuildOptions, Rebuilder, Tracker, count_below, load, verify};
+use super::{
+    RebuildError, RebuildOptions, Rebuilder, Tracker, count_below, load, niceness, verify,
+};
 use crate::apply::{self, Incoming, Mode};
 use crate::dead_letters;
 use crate::read_models::{self, PROJECTION, SWAP_LOCK_KEY};
@@ -66,7 +68,11 @@ pub(super) async fn rebuild(
         .clone()
         .options([("search_path", NEXT), ("maintenance_work_mem", "256MB")]);
     let mut writer = writer_options.connect().await?;
-    let reader = connect_options.connect().await?;
+    let mut reader = connect_options.connect().await?;
+    // The load, the index builds and the check run in the background; the
+    // catch-up and the swap (which holds off live batches) do not.
+    niceness::to_background(&mut writer).await?;
+    niceness::to_background(&mut reader).await?;
     let ddl = read_models::Ddl::split();
     read_models::create_schema(&mut writer, NEXT, &ddl.tables).await?;
     let constraints = unique_constraints(&mut writer).await?;
@@ -84,12 +90,9 @@ pub(super) async fn rebuild(
     tracker.phase("indexing the new tables");
     // A duplicate the load wrote fails here, and the rebuild with it.
     let adds = constraints.iter().map(|constraint| constraint.add.clone());
-    index(
-        &mut writer,
-        writer_options.connect().await?,
-        adds.chain(ddl.indexes).collect(),
-    )
-    .await?;
+    let mut second = writer_options.connect().await?;
+    niceness::to_background(&mut second).await?;
+    index(&mut writer, second, adds.chain(ddl.indexes).collect()).await?;
     for chunk in loaded.late.posts.chunks(FIX_UP_CHUNK) {
         posts::recount(&mut writer, chunk).await?;
     }
@@ -109,6 +112,10 @@ pub(super) async fn rebuild(
         .await?;
 
     tracker.phase("catching up");
+    // A backend of normal priority: raising one back may need a privilege
+    // that lowering it did not.
+    writer.close().await?;
+    let mut writer = writer_options.connect().await?;
     // Everything below the horizon is loaded; the rest follows in safe order.
     let mut cursor = StoreCursor {
         transaction_id: horizon,
