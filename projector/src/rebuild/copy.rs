@@ -42,8 +42,13 @@ impl Default for Line {
 }
 
 impl Line {
-    fn field(mut self, value: &[u8]) -> Line {
+    fn field(self, value: &[u8]) -> Line {
         let length = i32::try_from(value.len()).expect("a field is under 2 GiB");
+        self.with(length, value)
+    }
+
+    /// Appends a field's length (-1: NULL) and bytes, and counts it.
+    fn with(mut self, length: i32, value: &[u8]) -> Line {
         self.bytes.extend_from_slice(&length.to_be_bytes());
         self.bytes.extend_from_slice(value);
         self.fields += 1;
@@ -62,11 +67,8 @@ impl Line {
         }
     }
 
-    pub fn null(mut self) -> Line {
-        self.bytes.extend_from_slice(&(-1i32).to_be_bytes());
-        self.fields += 1;
-        self.bytes[..2].copy_from_slice(&self.fields.to_be_bytes());
-        self
+    pub fn null(self) -> Line {
+        self.with(-1, &[])
     }
 
     pub fn integer(self, value: i32) -> Line {
