@@ -36,9 +36,9 @@ pub(crate) async fn in_the_background<T: Send + 'static>(
 
 /// Lowers the priority of `connection`'s backend, when it is a process of
 /// this host that we may renice; otherwise (Postgres elsewhere, or another
-/// user's and no privilege) nothing changes. Answers whether it changed.
-/// The backend stays so until the connection closes.
-pub(crate) async fn to_background(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+/// user's and no privilege) nothing changes. The backend stays so until
+/// the connection closes.
+pub(crate) async fn to_background(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
     let (pid, client_port): (i32, Option<i32>) =
         sqlx::query_as("SELECT pg_backend_pid(), inet_client_port()")
             .fetch_one(connection)
@@ -47,7 +47,7 @@ pub(crate) async fn to_background(connection: &mut PgConnection) -> Result<bool,
     // backend only if that process says so. Its title names the client
     // ("127.0.0.1(54321)", or "[local]" over a Unix socket).
     let Ok(title) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return Ok(false);
+        return Ok(());
     };
     let title = String::from_utf8_lossy(&title);
     let client = match client_port {
@@ -55,16 +55,13 @@ pub(crate) async fn to_background(connection: &mut PgConnection) -> Result<bool,
         None => "[local]".to_owned(),
     };
     if !title.starts_with("postgres:") || !title.contains(&client) {
-        return Ok(false);
+        return Ok(());
     }
     let Some(pid) = rustix::process::Pid::from_raw(pid) else {
-        return Ok(false);
+        return Ok(());
     };
-    match rustix::process::setpriority_process(Some(pid), BACKGROUND_NICENESS) {
-        Ok(()) => Ok(true),
-        Err(error) => {
-            tracing::debug!(%error, "the rebuild's backend runs at its own priority");
-            Ok(false)
-        }
+    if let Err(error) = rustix::process::setpriority_process(Some(pid), BACKGROUND_NICENESS) {
+        tracing::debug!(%error, "the rebuild's backend runs at its own priority");
     }
+    Ok(())
 }

@@ -118,14 +118,15 @@ macro_rules! event_enum {
                 matches!(event_type, $($name)|+)
             }
 
-            /// Decodes a payload already upcast to the current schema version.
+            /// Decodes a payload already upcast to the current schema version,
+            /// of a type this aggregate `handles`.
             pub(crate) fn from_current(
                 event_type: &str,
                 schema_version: i16,
                 payload: serde_json::Value,
-            ) -> Option<Result<Self, $crate::events::DecodeError>> {
+            ) -> Result<Self, $crate::events::DecodeError> {
                 match event_type {
-                    $($name => Some(
+                    $($name => {
                         if schema_version > $version {
                             Err($crate::events::DecodeError::FutureVersion {
                                 event_type: event_type.to_owned(),
@@ -140,9 +141,9 @@ macro_rules! event_enum {
                                     source,
                                 }
                             })
-                        },
-                    ),)+
-                    _ => None,
+                        }
+                    })+
+                    _ => Err($crate::events::DecodeError::UnknownType(event_type.to_owned())),
                 }
             }
         }
@@ -237,19 +238,16 @@ impl DomainEvent {
         let (schema_version, payload) = upcast::to_current(event_type, schema_version, payload)?;
         // The type picks the aggregate first: a payload is moved into its
         // event, never copied (a post's body is most of a replay's bytes).
-        let decoded = if UserEvent::handles(event_type) {
-            UserEvent::from_current(event_type, schema_version, payload)
-                .map(|event| event.map(DomainEvent::User))
+        if UserEvent::handles(event_type) {
+            UserEvent::from_current(event_type, schema_version, payload).map(DomainEvent::User)
         } else if PostEvent::handles(event_type) {
-            PostEvent::from_current(event_type, schema_version, payload)
-                .map(|event| event.map(DomainEvent::Post))
+            PostEvent::from_current(event_type, schema_version, payload).map(DomainEvent::Post)
         } else if CommentEvent::handles(event_type) {
             CommentEvent::from_current(event_type, schema_version, payload)
-                .map(|event| event.map(DomainEvent::Comment))
+                .map(DomainEvent::Comment)
         } else {
-            None
-        };
-        decoded.unwrap_or_else(|| Err(DecodeError::UnknownType(event_type.to_owned())))
+            Err(DecodeError::UnknownType(event_type.to_owned()))
+        }
     }
 }
 
