@@ -52,6 +52,9 @@ CREATE TABLE posts (
     updated_at           TIMESTAMPTZ NOT NULL,
     published_at         TIMESTAMPTZ,
     version              INTEGER     NOT NULL,
+    -- Its images and their renditions (read_models::posts::PostImage), in
+    -- upload order; an image URL is served when a post that may be seen has it.
+    images               JSONB       NOT NULL DEFAULT '[]',
     -- Who may see it: everyone when public. The one SQL statement of the
     -- rule (PostRow::is_public states it in Rust); every list and count uses it.
     public               BOOLEAN     GENERATED ALWAYS AS
@@ -62,6 +65,8 @@ CREATE INDEX posts_updated_idx ON posts (updated_at, id) WHERE NOT deleted;
 CREATE INDEX posts_comment_count_idx ON posts (comment_count, id) WHERE public;
 CREATE INDEX posts_author_idx ON posts (author_id, published_at, id) WHERE NOT deleted;
 CREATE INDEX posts_tags_idx ON posts USING GIN (tags);
+-- The posts an image (by content hash) appears in, for serving it.
+CREATE INDEX posts_images_idx ON posts USING GIN (images jsonb_path_ops);
 
 CREATE TABLE comments (
     id             UUID        PRIMARY KEY,

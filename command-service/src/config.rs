@@ -65,6 +65,12 @@ pub struct Config {
     #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECONDS", default_value_t = 24 * 3600)]
     pub idempotency_key_ttl_seconds: u64,
 
+    /// Where images' originals are stored: a directory (or `file://` URL),
+    /// or `s3://bucket/prefix` in a build with the `s3` feature. The image
+    /// worker and query-service use the same store.
+    #[arg(long, env = "OBJECT_STORE_URL", default_value = "data/objects")]
+    pub object_store_url: String,
+
     /// Run the outbox relay in this process (one instance holds the lock; others stand by).
     #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub relay_enabled: bool,

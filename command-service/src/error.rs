@@ -32,6 +32,10 @@ pub enum CommandError {
     ConcurrentWrite { current: i32 },
     #[error("too many attempts; try again in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -52,6 +56,8 @@ impl CommandError {
         !matches!(
             self,
             CommandError::Invalid(_)
+                | CommandError::PayloadTooLarge(_)
+                | CommandError::UnsupportedMediaType(_)
                 | CommandError::RateLimited { .. }
                 | CommandError::Unavailable(_)
                 | CommandError::Internal(_)
@@ -68,6 +74,8 @@ impl CommandError {
             | CommandError::StaleVersion { .. }
             | CommandError::ConcurrentWrite { .. } => ErrorCode::Conflict,
             CommandError::RateLimited { .. } => ErrorCode::RateLimited,
+            CommandError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            CommandError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             CommandError::Unavailable(_) => ErrorCode::Unavailable,
             CommandError::Internal(_) => ErrorCode::Internal,
         }

@@ -38,6 +38,8 @@ pub enum StartupError {
     Missing(&'static str),
     #[error(transparent)]
     WeakSecret(#[from] chronicle_platform::secrets::WeakSecret),
+    #[error(transparent)]
+    ObjectStore(#[from] chronicle_platform::object_storage::ObjectStorageError),
 }
 
 pub struct Application {
@@ -69,6 +71,7 @@ impl Application {
                 ..PoolSettings::default()
             },
         )?;
+        let images = chronicle_platform::object_storage::open(&config.object_store_url)?;
         let listener = chronicle_platform::http::bind(config.http_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -92,6 +95,7 @@ impl Application {
             aggregates: Arc::default(),
             group_commit: GroupCommit::start(pool.clone(), config.append_commit_workers),
             keys: Arc::new(SealingKeys::new(pool.clone())),
+            images,
             login_limits: LoginLimits {
                 max_failures_per_account: config.login_max_failures,
                 max_failures_per_client: config.login_max_failures_per_client,

@@ -5,8 +5,12 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::HashMap;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
@@ -29,6 +33,39 @@ pub fn client_config(brokers: &str) -> ClientConfig {
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "4");
     config
+}
+
+/// A consumer in `group` that commits only what its caller says is done
+/// (`commit_past`), from the earliest offset when the group is new.
+pub fn group_consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("enable.partition.eof", "false");
+    config
+}
+
+/// Commits, per partition, the offset after the last of `messages`: they
+/// are done, and a restart resumes after them.
+pub fn commit_past<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    messages: &[OwnedMessage],
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut next_offsets: HashMap<i32, i64> = HashMap::new();
+    for message in messages {
+        let next = next_offsets.entry(message.partition()).or_insert(0);
+        *next = (*next).max(message.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in next_offsets {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&offsets, CommitMode::Async)
 }
 
 /// Creates the topic if it does not exist yet (a second start is harmless).

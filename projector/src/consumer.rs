@@ -10,11 +10,9 @@ use chronicle_schema::bus::{self, Envelope};
 use chronicle_schema::privacy::Keyring;
 use futures::{FutureExt, TryFutureExt};
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
-use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, Incoming};
@@ -54,15 +52,9 @@ pub async fn run(
 fn create_consumer(
     settings: &ConsumerSettings,
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    let mut config = chronicle_platform::kafka::client_config(&settings.brokers);
-    config
-        .set("group.id", &settings.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "10")
-        .set("enable.partition.eof", "false");
+    let mut config =
+        chronicle_platform::kafka::group_consumer_config(&settings.brokers, &settings.group);
+    config.set("fetch.wait.max.ms", "10");
     if let Some(instance) = &settings.instance_id {
         config.set("group.instance.id", instance);
     }
@@ -102,7 +94,7 @@ async fn consume(
             return Ok(());
         };
         tracing::debug!(?outcome, "batch applied");
-        commit(&consumer, &settings.topic, &messages)?;
+        chronicle_platform::kafka::commit_past(&consumer, &settings.topic, &messages)?;
     }
 }
 
@@ -189,21 +181,4 @@ fn parse(message: &OwnedMessage) -> Parsed {
             bus::BusDecodeError::Payload(error).to_string(),
         ))),
     }
-}
-
-fn commit(
-    consumer: &StreamConsumer,
-    topic: &str,
-    messages: &[OwnedMessage],
-) -> Result<(), rdkafka::error::KafkaError> {
-    let mut next_offsets: HashMap<i32, i64> = HashMap::new();
-    for message in messages {
-        let next = next_offsets.entry(message.partition()).or_insert(0);
-        *next = (*next).max(message.offset() + 1);
-    }
-    let mut offsets = TopicPartitionList::new();
-    for (partition, offset) in next_offsets {
-        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    }
-    consumer.commit(&offsets, CommitMode::Async)
 }

@@ -78,6 +78,40 @@ impl CommandClient {
         }
     }
 
+    /// Hands an image upload (its multipart body as received) to the
+    /// command-service; answers its status and JSON body, to pass on as is.
+    pub async fn upload_image(
+        &self,
+        caller: &Caller,
+        content_type: HeaderValue,
+        body: bytes::Bytes,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), ApiError> {
+        let mut headers = self.headers(caller);
+        headers.insert(reqwest::header::CONTENT_TYPE, content_type);
+        if let Some(key) = &caller.idempotency_key
+            && let Ok(value) = HeaderValue::from_str(key)
+        {
+            headers.insert("idempotency-key", value);
+        }
+        let response = self
+            .http
+            .post(self.endpoint.replace("/v1/commands", "/v1/images"))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "command-service unreachable");
+                ApiError::unavailable("the write side is unavailable; try again shortly")
+            })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| ApiError::internal(format!("upload reply: {error}")))?;
+        Ok((status, body))
+    }
+
     fn headers(&self, caller: &Caller) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let mut set = |name: &'static str, value: &str| {

@@ -41,6 +41,11 @@ pub struct Config {
     )]
     pub command_service_url: String,
 
+    /// Where images' renditions are read from: the command-service's and the
+    /// image worker's store (a directory, or `s3://` with the `s3` feature).
+    #[arg(long, env = "OBJECT_STORE_URL", default_value = "data/objects")]
+    pub object_store_url: String,
+
     /// Credential presented to the command-service (X-Service-Token).
     #[arg(long, env = "COMMAND_API_TOKEN", hide_env_values = true)]
     pub command_api_token: Secret,

@@ -117,6 +117,8 @@ impl Application {
             freshness: Freshness::start(pool.clone(), shutdown.clone()),
             rows,
             sessions: crate::sessions::Sessions::new(pool.clone()),
+            images: chronicle_platform::object_storage::open(&config.object_store_url)
+                .map_err(std::io::Error::other)?,
         };
         database::report_pool_usage(pool.clone(), "query-service", shutdown.clone());
         let health = {

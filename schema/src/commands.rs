@@ -129,6 +129,19 @@ pub enum Command {
     EraseUser {
         user_id: Uuid,
     },
+    /// An uploaded image, attached to its post. Only the upload endpoint
+    /// sends it, with what it read from the bytes it stored.
+    AttachImage {
+        post_id: Uuid,
+        image: crate::images::UploadedImage,
+        alt: String,
+    },
+    /// The image worker's outcome for an image (no user acts).
+    RecordImageOutcome {
+        post_id: Uuid,
+        image_id: Uuid,
+        outcome: crate::images::ImageOutcome,
+    },
 }
 
 impl Command {
@@ -156,7 +169,9 @@ impl Command {
             | Command::AddComment { .. }
             | Command::EditComment { .. }
             | Command::DeleteComment { .. }
-            | Command::EraseUser { .. } => {}
+            | Command::EraseUser { .. }
+            | Command::AttachImage { .. }
+            | Command::RecordImageOutcome { .. } => {}
         }
         command
     }
@@ -180,6 +195,8 @@ impl Command {
             Command::EditComment { .. } => "EditComment",
             Command::DeleteComment { .. } => "DeleteComment",
             Command::EraseUser { .. } => "EraseUser",
+            Command::AttachImage { .. } => "AttachImage",
+            Command::RecordImageOutcome { .. } => "RecordImageOutcome",
         }
     }
 }

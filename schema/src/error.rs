@@ -13,6 +13,11 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     RateLimited,
+    /// An upload over its size limit.
+    PayloadTooLarge,
+    /// An upload of a kind that is not accepted (an image that is not JPEG,
+    /// PNG, WebP or GIF).
+    UnsupportedMediaType,
     Unavailable,
     Internal,
 }
@@ -26,6 +31,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -39,6 +46,8 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod consistency;
 pub mod error;
 pub mod events;
+pub mod images;
 pub mod markdown;
 pub mod migrations;
 pub mod privacy;

@@ -34,6 +34,8 @@ pub struct TestOptions {
     pub kafka_brokers: Option<String>,
     /// query-service's TRUSTED_PROXIES (CIDRs), if any.
     pub trusted_proxies: Option<String>,
+    /// Start an image worker in-process.
+    pub image_worker: bool,
 }
 
 impl Default for TestOptions {
@@ -49,6 +51,7 @@ impl Default for TestOptions {
             rate_limit_per_minute: (100_000, 100_000),
             kafka_brokers: None,
             trusted_proxies: None,
+            image_worker: false,
         }
     }
 }
@@ -75,10 +78,13 @@ pub struct TestApp {
     pub command_api_token: String,
     /// The search index directory (removed with the app).
     pub search_index_dir: std::path::PathBuf,
+    /// The object store (images' originals and renditions): a directory.
+    pub object_store_dir: std::path::PathBuf,
     pub http: reqwest::Client,
     command_service: Running,
     projector: Option<(Running, projector::rebuild::Rebuilder)>,
     query_service: Running,
+    image_worker: Option<Running>,
 }
 
 impl TestApp {
@@ -105,6 +111,8 @@ impl TestApp {
             command_api_token: format!("test-service-{}", uuid::Uuid::new_v4()),
             search_index_dir: std::env::temp_dir()
                 .join(format!("chronicle-index-{}", uuid::Uuid::new_v4())),
+            object_store_dir: std::env::temp_dir()
+                .join(format!("chronicle-objects-{}", uuid::Uuid::new_v4())),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -112,6 +120,7 @@ impl TestApp {
             command_service: placeholder(),
             projector: None,
             query_service: placeholder(),
+            image_worker: None,
             options,
         };
         app.command_service = app.start_command_service().await;
@@ -119,6 +128,9 @@ impl TestApp {
             app.projector = Some(app.start_projector_service().await);
         }
         app.query_service = app.start_query_service().await;
+        if app.options.image_worker {
+            app.image_worker = Some(app.start_image_worker().await);
+        }
         app.wait_ready().await;
         app
     }
@@ -205,6 +217,7 @@ impl TestApp {
             format!("--command-api-token={}", self.command_api_token),
             format!("--relay-enabled={relay}"),
             "--database-max-connections=30".to_owned(),
+            format!("--object-store-url={}", self.object_store_dir.display()),
         ]
     }
 
@@ -287,6 +300,7 @@ impl TestApp {
                     self.options.rate_limit_per_minute.1
                 ),
                 "--cors-allowed-origins=https://blog.example.com",
+                &format!("--object-store-url={}", self.object_store_dir.display()),
             ]
             .into_iter()
             .map(str::to_owned)
@@ -302,6 +316,43 @@ impl TestApp {
         });
         running.metrics_url = Some(metrics_url);
         running
+    }
+
+    async fn start_image_worker(&self) -> Running {
+        let config = image_worker::Config::try_parse_from([
+            "image-worker".to_owned(),
+            "--http-addr=127.0.0.1:0".to_owned(),
+            format!("--kafka-brokers={}", self.brokers),
+            format!("--kafka-topic={}", self.topic),
+            format!("--consumer-group=chronicle-images-{}", self.topic),
+            format!("--object-store-url={}", self.object_store_dir.display()),
+            format!("--command-service-url={}", self.command_service.url),
+            format!("--command-api-token={}", self.command_api_token),
+        ])
+        .expect("a valid image-worker configuration");
+        let application = image_worker::Application::build(config)
+            .await
+            .expect("build the image worker");
+        spawn_service(application.port(), |shutdown| {
+            application.run_until_stopped(shutdown)
+        })
+    }
+
+    /// Stops the image worker at once, mid-batch if it is in one (the batch
+    /// stays uncommitted, as if the process had been killed).
+    pub async fn kill_image_worker(&mut self) {
+        if let Some(running) = self.image_worker.take() {
+            running.shutdown.cancel();
+            let _ = running.task.await;
+        }
+    }
+
+    pub async fn start_image_worker_again(&mut self) {
+        if self.image_worker.is_none() {
+            let running = self.start_image_worker().await;
+            wait_ready(&self.http, &running.url).await;
+            self.image_worker = Some(running);
+        }
     }
 
     /// Another command-service on the same database and topic (its relay
@@ -380,6 +431,9 @@ impl TestApp {
             wait_ready(&self.http, &projector.url).await;
         }
         wait_ready(&self.http, &self.query_service.url).await;
+        if let Some(worker) = &self.image_worker {
+            wait_ready(&self.http, &worker.url).await;
+        }
     }
 
     /// Waits until every event in the store is applied to the read models.
@@ -567,6 +621,10 @@ impl Drop for TestApp {
         if let Some((projector, _)) = &self.projector {
             projector.shutdown.cancel();
         }
+        if let Some(worker) = &self.image_worker {
+            worker.shutdown.cancel();
+        }
+        let _ = std::fs::remove_dir_all(&self.object_store_dir);
         let (database, topic, brokers) = (
             self.database.clone(),
             self.topic.clone(),

@@ -8,6 +8,7 @@ pub mod broker;
 mod database;
 mod graphql;
 pub mod history;
+pub mod images;
 mod kafka;
 mod process;
 pub mod search;

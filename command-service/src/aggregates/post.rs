@@ -1,8 +1,10 @@
 //! A blog post: drafted, edited, published, unpublished, deleted (softly).
 
 use chronicle_schema::events::{
-    PostCreated, PostDeleted, PostEdited, PostEvent, PostPublished, PostUnpublished,
+    PostCreated, PostDeleted, PostEdited, PostEvent, PostImageAdded, PostImageProcessed,
+    PostImageRejected, PostPublished, PostUnpublished,
 };
+use chronicle_schema::images::{ImageOutcome, MAX_IMAGES_PER_POST, UploadedImage};
 use chronicle_schema::{DomainEvent, Role, StreamType};
 use uuid::Uuid;
 
@@ -25,6 +27,14 @@ pub struct Post {
     pub tags: Vec<String>,
     pub status: PostStatus,
     pub deleted: bool,
+    /// Its images, and whether each has an outcome yet.
+    pub images: Vec<(Uuid, ImageProgress)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageProgress {
+    Processing,
+    Done,
 }
 
 /// A draft's parsed content.
@@ -58,6 +68,7 @@ impl Aggregate for Post {
             tags: Vec::new(),
             status: PostStatus::Draft,
             deleted: false,
+            images: Vec::new(),
         }
     }
 
@@ -81,6 +92,16 @@ impl Aggregate for Post {
             PostEvent::Deleted(_) => self.deleted = true,
             // Gone for good: every command on it is answered "not found".
             PostEvent::Erased(_) => *self = Post::new(self.id),
+            PostEvent::ImageAdded(added) => {
+                self.images
+                    .push((added.image_id, ImageProgress::Processing));
+            }
+            PostEvent::ImageProcessed(PostImageProcessed { image_id, .. })
+            | PostEvent::ImageRejected(PostImageRejected { image_id, .. }) => {
+                if let Some((_, progress)) = self.images.iter_mut().find(|(id, _)| id == image_id) {
+                    *progress = ImageProgress::Done;
+                }
+            }
         }
     }
 
@@ -171,6 +192,70 @@ impl Post {
         Ok(vec![PostDeleted {}.into()])
     }
 
+    /// An uploaded image, attached by the post's author.
+    pub fn attach_image(
+        &self,
+        actor: &Actor,
+        image: &UploadedImage,
+        alt: String,
+    ) -> Decision<PostEvent> {
+        self.ensure_exists()?;
+        if actor.id != self.author_id {
+            return Err(Rejection::Forbidden(
+                "only the author may add images to a post",
+            ));
+        }
+        if self.images.iter().any(|(id, _)| *id == image.image_id) {
+            return Ok(vec![]);
+        }
+        if self.images.len() >= MAX_IMAGES_PER_POST {
+            return Err(Rejection::invalid(
+                "file",
+                &format!("a post has at most {MAX_IMAGES_PER_POST} images"),
+            ));
+        }
+        Ok(vec![
+            PostImageAdded {
+                image_id: image.image_id,
+                hash: image.hash.clone(),
+                format: image.format,
+                width: image.width,
+                height: image.height,
+                bytes: image.bytes,
+                alt,
+            }
+            .into(),
+        ])
+    }
+
+    /// The image worker's outcome. Once per image: a redelivered outcome,
+    /// or one for an image the post no longer has (erased), changes nothing.
+    pub fn record_image_outcome(
+        &self,
+        image_id: Uuid,
+        outcome: &ImageOutcome,
+    ) -> Decision<PostEvent> {
+        let processing = self
+            .images
+            .iter()
+            .any(|(id, progress)| *id == image_id && *progress == ImageProgress::Processing);
+        if !processing {
+            return Ok(vec![]);
+        }
+        Ok(vec![match outcome {
+            ImageOutcome::Processed { renditions } => PostImageProcessed {
+                image_id,
+                renditions: renditions.clone(),
+            }
+            .into(),
+            ImageOutcome::Rejected { reason } => PostImageRejected {
+                image_id,
+                reason: reason.clone(),
+            }
+            .into(),
+        }])
+    }
+
     fn ensure_exists(&self) -> Result<(), Rejection> {
         if self.exists() {
             Ok(())
@@ -227,6 +312,70 @@ mod tests {
             body: "First".into(),
             tags: vec!["rust".into()],
         }
+    }
+
+    fn uploaded(id: u128) -> UploadedImage {
+        UploadedImage {
+            image_id: Uuid::from_u128(id),
+            hash: "ab".repeat(32),
+            format: chronicle_schema::images::ImageFormat::Png,
+            width: 640,
+            height: 480,
+            bytes: 1234,
+        }
+    }
+
+    #[test]
+    fn only_the_author_attaches_images_and_each_outcome_is_recorded_once() {
+        let post = given(&[created()]);
+        assert!(matches!(
+            post.attach_image(&actor(2, Role::Admin), &uploaded(7), "a cat".into()),
+            Err(Rejection::Forbidden(_))
+        ));
+        let events = post
+            .attach_image(&author(), &uploaded(7), "a cat".into())
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        let post = given(&[created(), events[0].clone()]);
+        // The same upload attached again (a retry) adds nothing.
+        assert_eq!(
+            post.attach_image(&author(), &uploaded(7), "a cat".into()),
+            Ok(vec![])
+        );
+        let outcome = ImageOutcome::Rejected {
+            reason: "corrupt".into(),
+        };
+        let recorded = post
+            .record_image_outcome(Uuid::from_u128(7), &outcome)
+            .unwrap();
+        assert!(matches!(recorded[0], PostEvent::ImageRejected(_)));
+        let post = given(&[created(), events[0].clone(), recorded[0].clone()]);
+        assert_eq!(
+            post.record_image_outcome(Uuid::from_u128(7), &outcome),
+            Ok(vec![])
+        );
+        assert_eq!(
+            post.record_image_outcome(Uuid::from_u128(8), &outcome),
+            Ok(vec![]),
+            "an image the post does not have"
+        );
+    }
+
+    #[test]
+    fn a_post_takes_a_bounded_number_of_images() {
+        let mut post = given(&[created()]);
+        for id in 0..MAX_IMAGES_PER_POST as u128 {
+            for event in post
+                .attach_image(&author(), &uploaded(id), String::new())
+                .unwrap()
+            {
+                post.apply(&event);
+            }
+        }
+        assert!(matches!(
+            post.attach_image(&author(), &uploaded(999), String::new()),
+            Err(Rejection::Invalid(_))
+        ));
     }
 
     #[test]

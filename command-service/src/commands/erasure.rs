@@ -93,6 +93,12 @@ pub(super) async fn erase_user(
             services.aggregates.forget(*stream_id);
         }
         services.relay_wake.notify_one();
+        let posts: Vec<Uuid> = streams
+            .iter()
+            .filter(|(_, stream_type, _)| *stream_type == StreamType::Post)
+            .map(|(stream_id, _, _)| *stream_id)
+            .collect();
+        super::images::delete_erased_blobs(services, &posts).await;
         metrics::counter!("chronicle_events_appended_total", "event_type" => "UserErased")
             .increment(1);
         metrics::counter!("chronicle_events_appended_total", "event_type" => "PostErased")

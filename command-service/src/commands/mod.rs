@@ -11,6 +11,7 @@ mod cache;
 mod comments;
 mod erasure;
 mod idempotency;
+mod images;
 mod posts;
 mod sessions;
 mod users;
@@ -61,6 +62,8 @@ pub struct CommandServices {
     pub aggregates: Arc<AggregateCache>,
     pub group_commit: GroupCommit,
     pub keys: Arc<SealingKeys>,
+    /// Images' originals and renditions (uploads write, erasure deletes).
+    pub images: Arc<dyn object_store::ObjectStore>,
 }
 
 /// Where a command comes from, beyond its envelope.
@@ -748,5 +751,26 @@ async fn dispatch(
                 .await
         }
         Command::EraseUser { user_id } => erasure::erase_user(execution, *user_id).await,
+        Command::AttachImage {
+            post_id,
+            image,
+            alt,
+        } => {
+            let handler = images::Attach::parse(*post_id, image, alt)?;
+            execution.run(&handler).await
+        }
+        Command::RecordImageOutcome {
+            post_id,
+            image_id,
+            outcome,
+        } => {
+            execution
+                .run(&images::RecordOutcome {
+                    post_id: *post_id,
+                    image_id: *image_id,
+                    outcome: outcome.clone(),
+                })
+                .await
+        }
     }
 }

@@ -1,5 +1,8 @@
-//! The internal command API: `POST /v1/commands`, reachable only with the
-//! service credential (`X-Service-Token`), plus health and metrics.
+//! The internal command API: `POST /v1/commands` and `POST /v1/images`,
+//! reachable only with the service credential (`X-Service-Token`), plus
+//! health and metrics.
+
+mod images;
 
 use std::sync::Arc;
 
@@ -31,13 +34,17 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState, health: &Health) -> Router {
+    let uploads = Router::new()
+        .route("/v1/images", post(images::upload))
+        .layer(DefaultBodyLimit::max(images::MAX_UPLOAD_BODY_BYTES));
     let commands = Router::new()
         .route("/v1/commands", post(execute))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(uploads)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_service_token,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     let router = Router::new()
         .merge(commands)
@@ -88,20 +95,13 @@ async fn execute(
             ));
         }
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    let request = RequestContext {
-        bearer: header("authorization")
-            .as_deref()
-            .and_then(chronicle_platform::access_token::bearer)
-            .map(str::to_owned),
-        client: header(CLIENT_ADDRESS_HEADER).unwrap_or_else(|| "unknown".to_owned()),
-        request_id: header(REQUEST_ID.as_str()),
-    };
+    if let chronicle_schema::Command::AttachImage { .. } = envelope.command {
+        return error_response(ErrorBody::new(
+            ErrorCode::BadUserInput,
+            "images are attached by uploading them (POST /v1/images)",
+        ));
+    }
+    let request = request_context(&headers);
     let span = tracing::info_span!(
         "command",
         command = envelope.command.name(),
@@ -114,6 +114,24 @@ async fn execute(
     {
         Ok(reply) => Json(reply).into_response(),
         Err(error) => error.into_response(),
+    }
+}
+
+/// Who the forwarder says the request comes from (the token is verified later).
+fn request_context(headers: &HeaderMap) -> RequestContext {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    RequestContext {
+        bearer: header("authorization")
+            .as_deref()
+            .and_then(chronicle_platform::access_token::bearer)
+            .map(str::to_owned),
+        client: header(CLIENT_ADDRESS_HEADER).unwrap_or_else(|| "unknown".to_owned()),
+        request_id: header(REQUEST_ID.as_str()),
     }
 }
 

@@ -7,6 +7,8 @@ use std::sync::LazyLock;
 
 use email_address::EmailAddress;
 
+pub mod image;
+
 pub const HANDLE_LENGTH: std::ops::RangeInclusive<usize> = 3..=30;
 pub const DISPLAY_NAME_MAX: usize = 80;
 pub const BIO_MAX: usize = 500;

@@ -67,6 +67,13 @@ impl Line {
         }
     }
 
+    /// JSONB's binary form: version 1, then the JSON text.
+    pub fn jsonb(self, value: &impl serde::Serialize) -> Line {
+        let mut bytes = vec![1u8];
+        serde_json::to_writer(&mut bytes, value).expect("read-model values serialize");
+        self.field(&bytes)
+    }
+
     pub fn null(self) -> Line {
         self.with(-1, &[])
     }
@@ -262,6 +269,7 @@ pub fn post_line(post: &PostRow) -> Line {
         .time(post.updated_at)
         .optional_time(post.published_at)
         .integer(post.version)
+        .jsonb(&post.images)
 }
 
 /// A comment's line, in the order of `comments::COLUMNS`.

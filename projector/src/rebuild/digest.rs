@@ -20,7 +20,7 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     (
         "posts",
         "id, slug, title, body, excerpt, status, deleted, author_active, tags, author_id, author_handle, \
-         author_display_name, comment_count, created_at, updated_at, published_at, version",
+         author_display_name, comment_count, created_at, updated_at, published_at, version, images",
         "id",
     ),
     (

@@ -51,6 +51,8 @@ pub struct Services {
     pub freshness: crate::freshness::Freshness,
     pub rows: RowCache,
     pub sessions: crate::sessions::Sessions,
+    /// Images' renditions.
+    pub images: std::sync::Arc<dyn object_store::ObjectStore>,
 }
 
 /// The signed-in caller, from a verified access token.

@@ -304,6 +304,7 @@ mod tests {
             updated_at: Utc::now(),
             published_at: Some(Utc::now()),
             version: 2,
+            images: Default::default(),
         }
     }
 

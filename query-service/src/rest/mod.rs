@@ -1,10 +1,12 @@
 //! REST beside GraphQL: `GET /search`, `GET /me/export` (a data export,
 //! streamed) and their OpenAPI document.
 
+mod images;
 mod search;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 
 use crate::graphql::Services;
 
@@ -13,6 +15,12 @@ pub fn router(services: Services) -> Router {
         .route("/search", get(search::search))
         .route("/me/export", get(crate::export::download))
         .route("/openapi.json", get(openapi))
+        .route(
+            "/images",
+            // The body is read (and limited) by the handler itself.
+            post(images::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/images/{hash}/{rendition}", get(images::rendition))
         .with_state(services)
 }
 

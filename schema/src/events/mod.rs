@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 pub use comment::{CommentAdded, CommentDeleted, CommentEdited, CommentErased, CommentEvent};
 pub use post::{
-    PostCreated, PostDeleted, PostEdited, PostErased, PostEvent, PostPublished, PostUnpublished,
+    PostCreated, PostDeleted, PostEdited, PostErased, PostEvent, PostImageAdded,
+    PostImageProcessed, PostImageRejected, PostPublished, PostUnpublished,
 };
 pub use stored::{StoreCursor, StoredEventRow, read_committed, visible_horizon};
 

@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::images::{ImageFormat, Rendition};
+
 use super::event_enum;
 
 event_enum!(PostEvent {
@@ -10,6 +12,9 @@ event_enum!(PostEvent {
     Unpublished(PostUnpublished) = "PostUnpublished", version 1,
     Deleted(PostDeleted) = "PostDeleted", version 1,
     Erased(PostErased) = "PostErased", version 1,
+    ImageAdded(PostImageAdded) = "PostImageAdded", version 1,
+    ImageProcessed(PostImageProcessed) = "PostImageProcessed", version 1,
+    ImageRejected(PostImageRejected) = "PostImageRejected", version 1,
 });
 
 /// A new draft. v1 had no tags (see `upcast`).
@@ -52,3 +57,34 @@ pub struct PostDeleted {}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PostErased {}
+
+/// An image was uploaded to the post: its original is stored under `hash`,
+/// and the image worker makes its renditions. The alt text is personal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostImageAdded {
+    pub image_id: Uuid,
+    /// SHA-256 of the original, lowercase hex.
+    pub hash: String,
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub alt: String,
+}
+
+/// The image worker made every rendition of the image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostImageProcessed {
+    pub image_id: Uuid,
+    pub renditions: Vec<Rendition>,
+}
+
+/// The image worker could not make the image's renditions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostImageRejected {
+    pub image_id: Uuid,
+    pub reason: String,
+}

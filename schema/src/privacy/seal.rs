@@ -77,6 +77,7 @@ const PERSONAL: &[(&str, &[(&str, Blank)])] = &[
             ("tags", Blank::List),
         ],
     ),
+    ("PostImageAdded", &[("alt", Blank::Text)]),
     ("CommentAdded", &[("body", Blank::Text)]),
     ("CommentEdited", &[("body", Blank::Text)]),
 ];

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::{FoldError, column};
 use crate::RecordedEvent;
 use crate::events::PostEvent;
+use crate::images::{ImageFormat, Rendition};
 use crate::markdown::excerpt;
+pub use sqlx::types::Json;
 
 /// Where a post is in its life (deletion is a flag beside it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,12 +62,40 @@ pub struct PostRow {
     pub updated_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
     pub version: i32,
+    /// Its images, in upload order (a JSONB array of [`PostImage`]).
+    pub images: Json<Vec<PostImage>>,
 }
 
 /// Every column a reader selects (`public`, generated from these, is not one).
 pub const COLUMNS: &str = "id, slug, title, body, excerpt, status, deleted, author_active, tags, \
      author_id, author_handle, author_display_name, comment_count, created_at, updated_at, \
-     published_at, version";
+     published_at, version, images";
+
+/// Where an image is in its processing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ImageStatus {
+    Processing,
+    Ready,
+    Failed,
+}
+
+/// One image of a post, as readers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostImage {
+    pub id: Uuid,
+    pub hash: String,
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    pub alt: String,
+    pub status: ImageStatus,
+    #[serde(default)]
+    pub renditions: Vec<Rendition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
 
 /// What a post copies from its author's row.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +137,12 @@ impl PostRow {
         self.tags.clear();
         self.author_handle.clear();
         self.author_display_name.clear();
+        self.images.0.clear();
         self.deleted = true;
+    }
+
+    fn image_mut(&mut self, id: Uuid) -> Option<&mut PostImage> {
+        self.images.0.iter_mut().find(|image| image.id == id)
     }
 
     /// Its tags, each once (a post's tag counts once for the tag).
@@ -148,6 +183,7 @@ impl PostRow {
                 updated_at: at,
                 published_at: None,
                 version,
+                images: Json(Vec::new()),
             };
             if erase {
                 post.erase();
@@ -176,6 +212,33 @@ impl PostRow {
             PostEvent::Unpublished(_) => post.status = PostStatus::Draft,
             PostEvent::Deleted(_) => post.deleted = true,
             PostEvent::Erased(_) => {}
+            PostEvent::ImageAdded(added) => {
+                if !post.images.0.iter().any(|image| image.id == added.image_id) {
+                    post.images.0.push(PostImage {
+                        id: added.image_id,
+                        hash: added.hash.clone(),
+                        format: added.format,
+                        width: added.width,
+                        height: added.height,
+                        alt: added.alt.clone(),
+                        status: ImageStatus::Processing,
+                        renditions: Vec::new(),
+                        reason: None,
+                    });
+                }
+            }
+            PostEvent::ImageProcessed(processed) => {
+                if let Some(image) = post.image_mut(processed.image_id) {
+                    image.status = ImageStatus::Ready;
+                    image.renditions.clone_from(&processed.renditions);
+                }
+            }
+            PostEvent::ImageRejected(rejected) => {
+                if let Some(image) = post.image_mut(rejected.image_id) {
+                    image.status = ImageStatus::Failed;
+                    image.reason = Some(rejected.reason.clone());
+                }
+            }
         }
         if erase {
             post.erase();
@@ -194,7 +257,7 @@ pub async fn by_ids(
         PostRow,
         r#"SELECT id, slug, title, body, excerpt, status AS "status: PostStatus", deleted, author_active,
                   tags, author_id, author_handle, author_display_name, comment_count, created_at,
-                  updated_at, published_at, version
+                  updated_at, published_at, version, images AS "images: Json<Vec<PostImage>>"
            FROM posts WHERE id = ANY($1)"#,
         ids
     )
@@ -210,7 +273,7 @@ pub async fn by_slug(
         PostRow,
         r#"SELECT id, slug, title, body, excerpt, status AS "status: PostStatus", deleted, author_active,
                   tags, author_id, author_handle, author_display_name, comment_count, created_at,
-                  updated_at, published_at, version
+                  updated_at, published_at, version, images AS "images: Json<Vec<PostImage>>"
            FROM posts WHERE slug = lower($1)"#,
         slug
     )
@@ -247,26 +310,26 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<
     sqlx::query!(
         r#"INSERT INTO posts (id, slug, title, body, excerpt, status, deleted, author_active, tags,
                               author_id, author_handle, author_display_name, comment_count,
-                              created_at, updated_at, published_at, version)
+                              created_at, updated_at, published_at, version, images)
            SELECT id, slug, title, body, excerpt, status, deleted, author_active,
                   -- Tags are [a-z0-9-]: a comma never occurs inside one.
                   CASE WHEN tags = '' THEN '{}'::text[] ELSE string_to_array(tags, ',') END,
                   author_id, author_handle, author_display_name, comment_count, created_at,
-                  updated_at, published_at, version
+                  updated_at, published_at, version, images
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::bool[], $8::bool[], $9::text[], $10::uuid[], $11::text[], $12::text[],
                        $13::int4[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
-                       $17::int4[])
+                       $17::int4[], $18::jsonb[])
                 AS new(id, slug, title, body, excerpt, status, deleted, author_active, tags,
                        author_id, author_handle, author_display_name, comment_count, created_at,
-                       updated_at, published_at, version)
+                       updated_at, published_at, version, images)
            ON CONFLICT (id) DO UPDATE
              SET slug = EXCLUDED.slug, title = EXCLUDED.title, body = EXCLUDED.body,
                  excerpt = EXCLUDED.excerpt, status = EXCLUDED.status, deleted = EXCLUDED.deleted,
                  tags = EXCLUDED.tags, author_id = EXCLUDED.author_id,
                  author_handle = EXCLUDED.author_handle, created_at = EXCLUDED.created_at,
                  updated_at = EXCLUDED.updated_at, published_at = EXCLUDED.published_at,
-                 version = EXCLUDED.version"#,
+                 version = EXCLUDED.version, images = EXCLUDED.images"#,
         &column(rows, |row| row.id),
         &column(rows, |row| row.slug.clone()),
         &column(rows, |row| row.title.clone()),
@@ -284,6 +347,7 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<
         &column(rows, |row| row.updated_at),
         &column(rows, |row| row.published_at) as &[Option<DateTime<Utc>>],
         &column(rows, |row| row.version),
+        &column(rows, |row| row.images.clone()) as &[Json<Vec<PostImage>>],
     )
     .execute(connection)
     .await?;

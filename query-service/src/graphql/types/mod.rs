@@ -1,12 +1,14 @@
 //! GraphQL object types, each over a read-model row.
 
 mod comment;
+mod image;
 mod post;
 mod user;
 
 use async_graphql::Interface;
 
 pub use comment::{Comment, visible_comment};
+pub use image::Image;
 pub use post::{Post, PostStatusValue, thread, visible_post};
 pub use user::{RoleValue, User};
 

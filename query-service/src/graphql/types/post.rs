@@ -1,7 +1,7 @@
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
-use super::{Comment, User};
+use super::{Comment, Image, User};
 use crate::error::ApiError;
 use crate::graphql::pagination::{Counted, Listing, PageArgs, connection, encode_cursor, position};
 use crate::graphql::services;
@@ -64,6 +64,11 @@ impl Post {
 
     async fn comment_count(&self) -> i32 {
         self.0.comment_count
+    }
+
+    /// Its images, in upload order.
+    async fn images(&self) -> Vec<Image> {
+        self.0.images.0.iter().cloned().map(Image).collect()
     }
 
     /// Top-level comments, oldest first.
