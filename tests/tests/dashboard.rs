@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use chronicle_tests::TestApp;
+use chronicle_tests::{TestApp, TestOptions};
 
 const DASHBOARD: &str = include_str!("../../ops/grafana/chronicle.json");
 
@@ -30,11 +30,38 @@ fn metrics_in_dashboard() -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_on_the_dashboard_is_exported() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(TestOptions {
+        image_worker: true,
+        ..TestOptions::default()
+    })
+    .await;
     // Some activity of every kind, so counters and histograms exist.
     let ada = app.register("ada").await;
     let session = app.login(&ada).await;
-    app.published_post(&session, "Measured", &["metrics"]).await;
+    let post = app.published_post(&session, "Measured", &["metrics"]).await;
+    let uploaded = app
+        .upload_image(
+            Some(&session),
+            post,
+            "",
+            "m.png",
+            chronicle_tests::images::png(64, 64),
+        )
+        .await;
+    assert_eq!(uploaded.status, 200, "{}", uploaded.body);
+    chronicle_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the image to be processed",
+        || async {
+            app.graphql("query($id: ID!) { post(id: $id) { images { status } } }")
+                .variables(serde_json::json!({"id": post}))
+                .send()
+                .await
+                .data()["post"]["images"][0]["status"]
+                == "READY"
+        },
+    )
+    .await;
     app.graphql("mutation { login(input: {email: \"ada@example.com\", password: \"wrong one here\"}) { accessToken } }")
         .send()
         .await;
