@@ -3,6 +3,7 @@
 
 pub mod append;
 pub mod generator;
+pub mod images;
 pub mod lag;
 pub mod reads;
 pub mod replay;

@@ -81,6 +81,8 @@ pub struct Details {
     /// Chronicle, raw Postgres (pgbench), cqrs-es.
     pub append: Vec<Comparison>,
     pub lag: Option<LagRun>,
+    pub images: Vec<Comparison>,
+    pub image_uploads: Option<crate::images::ReadyRun>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -102,7 +104,7 @@ pub struct Results {
 }
 
 /// The figures the issue sets targets for, in the order BENCHMARKS.md shows them.
-const ORDER: [&str; 12] = [
+const ORDER: [&str; 15] = [
     "append_ratio_vs_raw_postgres",
     "append_ratio_vs_cqrs_es",
     "e2e_lag_p99_ms_at_500_cps",
@@ -115,6 +117,9 @@ const ORDER: [&str; 12] = [
     "replay_peak_rss_mib",
     "write_visibility_p99_ms_during_replay",
     "append_only_ratio_vs_cqrs_es",
+    "image_renditions_per_s",
+    "image_ratio_vs_vips",
+    "image_upload_to_ready_p99_ms",
 ];
 
 impl Results {
@@ -348,6 +353,33 @@ impl Results {
                 lag.to_bus.p99_ms,
                 lag.bus_to_visible.p50_ms,
                 lag.bus_to_visible.p99_ms
+            );
+        }
+        for (index, round) in details.images.iter().enumerate() {
+            let field = |side: &Value, name: &str| side[name].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                out,
+                "- images round {}: the image worker {:.1} renditions/s ({} renditions of {} photos in {:.1} s), \
+                 vipsthumbnail {:.1} renditions/s ({:.1} s)",
+                index + 1,
+                field(&round.chronicle, "renditions_per_second"),
+                round.chronicle["renditions"],
+                round.chronicle["images"],
+                field(&round.chronicle, "seconds"),
+                field(&round.baseline, "renditions_per_second"),
+                field(&round.baseline, "seconds"),
+            );
+        }
+        if let Some(uploads) = &details.image_uploads {
+            let _ = writeln!(
+                out,
+                "- image uploads: {} at {:.1}/s, upload → READY p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, {} failed",
+                uploads.uploads,
+                uploads.uploads_per_second,
+                uploads.upload_to_ready.p50_ms,
+                uploads.upload_to_ready.p99_ms,
+                uploads.upload_to_ready.max_ms,
+                uploads.failed
             );
         }
     }

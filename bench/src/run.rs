@@ -18,7 +18,7 @@ use crate::generator::{Plan, generate};
 use crate::report::{Comparison, Figure, Results};
 use crate::stack::{Chronicle, Environment, Process, free_port};
 use crate::stats::Summary;
-use crate::{lag, reads, replay, search, store};
+use crate::{images, lag, reads, replay, search, store};
 
 pub const DATABASE: &str = "chronicle_bench";
 /// Writes per second made during a replay, each waited for until visible.
@@ -38,6 +38,9 @@ pub struct Scale {
     pub read_p99_seconds: u64,
     pub search_queries: usize,
     pub replays: usize,
+    /// Photos per rendition round, and seconds of uploads at 10/s.
+    pub photos: usize,
+    pub upload_seconds: u64,
 }
 
 impl Scale {
@@ -51,6 +54,8 @@ impl Scale {
             read_p99_seconds: 30,
             search_queries: 300,
             replays: 3,
+            photos: 12,
+            upload_seconds: 30,
         }
     }
 
@@ -64,6 +69,8 @@ impl Scale {
             read_p99_seconds: 5,
             search_queries: 100,
             replays: 1,
+            photos: 4,
+            upload_seconds: 5,
         }
     }
 }
@@ -75,6 +82,7 @@ pub struct Tools {
     pub pgbench: PathBuf,
     pub postgraphile: PathBuf,
     pub cqrs_es_baseline: PathBuf,
+    pub vipsthumbnail: PathBuf,
 }
 
 /// Which phases to run (all for a result to commit).
@@ -85,6 +93,7 @@ pub enum Phase {
     Reads,
     Append,
     Lag,
+    Images,
 }
 
 pub struct Bench {
@@ -175,7 +184,140 @@ impl Bench {
         if self.phases.contains(&Phase::Lag) {
             self.lag(chronicle, pool, &api, results).await?;
         }
+        if self.phases.contains(&Phase::Images) {
+            let worker = chronicle
+                .start_image_worker("chronicle-bench-images")
+                .await?;
+            let measured = self
+                .images(chronicle, pool, &api, &bearers[0], &worker, results)
+                .await;
+            worker.stop().await;
+            measured?;
+        }
         Ok(())
+    }
+
+    /// The image worker beside vipsthumbnail, then upload-to-ready at 10/s.
+    async fn images(
+        &self,
+        chronicle: &Chronicle,
+        pool: &PgPool,
+        api: &CommandApi,
+        bearer: &str,
+        worker: &Process,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        const UPLOADS_PER_SECOND: f64 = 10.0;
+        eprintln!("images: generating photos");
+        let large = images::photos(self.scale.photos, 3000, 2000, SEED);
+        let blog = images::photos(8, 1600, 1200, SEED + 100);
+        let uploader = images::Uploader::new(&chronicle.query_service.url, bearer);
+        let per_post = chronicle_schema::images::MAX_IMAGES_PER_POST;
+        let rounds: Vec<Uuid> = self.posts(api, self.scale.rounds).await?;
+        let uploads = (UPLOADS_PER_SECOND * self.scale.upload_seconds as f64) as usize;
+        let latency_posts = self.posts(api, uploads.div_ceil(per_post - 1)).await?;
+        // One image into every post first: once each has its outcome, the
+        // worker's group is past everything before, on every partition used.
+        let mut warm = Vec::new();
+        for post in rounds.iter().chain(&latency_posts) {
+            warm.push(
+                uploader
+                    .upload(*post, blog[0].variant(&format!("warm {post}")))
+                    .await?,
+            );
+        }
+        images::wait_for_outcomes(pool, &warm, Duration::from_secs(300)).await?;
+        let (mut rates, mut ratios) = (Vec::new(), Vec::new());
+        for (round, post) in rounds.iter().enumerate() {
+            // The worker waits while the round is uploaded, then is timed
+            // from when it resumes to the last outcome.
+            worker.pause()?;
+            let mut uploaded = Vec::new();
+            for photo in &large {
+                uploaded.push(
+                    uploader
+                        .upload(*post, photo.variant(&format!("round {round}")))
+                        .await?,
+                );
+            }
+            let started = std::time::Instant::now();
+            worker.resume()?;
+            images::wait_for_outcomes(pool, &uploaded, Duration::from_secs(600)).await?;
+            let renditions = large.iter().map(images::Photo::renditions).sum();
+            let ours = images::RenditionRun::of(large.len(), renditions, started.elapsed());
+            let theirs = images::vips(
+                &self.tools.vipsthumbnail,
+                &large,
+                &self.environment.work_dir,
+                round,
+                available_cores(),
+            )
+            .await?;
+            eprintln!(
+                "images round {}: image worker {:.1} renditions/s ({} in {:.1} s), vipsthumbnail {:.1} renditions/s ({:.1} s)",
+                round + 1,
+                ours.renditions_per_second,
+                ours.renditions,
+                ours.seconds,
+                theirs.renditions_per_second,
+                theirs.seconds
+            );
+            rates.push(ours.renditions_per_second);
+            ratios.push(ours.renditions_per_second / theirs.renditions_per_second);
+            results.details.images.push(Comparison {
+                chronicle: serde_json::to_value(&ours)?,
+                baseline: serde_json::to_value(&theirs)?,
+                extra: None,
+            });
+        }
+        let ready = images::upload_to_ready(
+            &uploader,
+            pool,
+            &latency_posts,
+            per_post - 1,
+            &blog,
+            images::Schedule {
+                rate: UPLOADS_PER_SECOND,
+                duration: Duration::from_secs(self.scale.upload_seconds),
+            },
+            "ready",
+        )
+        .await?;
+        eprintln!(
+            "images: {} uploads at {:.1}/s, upload to READY p50 {:.0} ms p99 {:.0} ms max {:.0} ms, {} failed",
+            ready.uploads,
+            ready.uploads_per_second,
+            ready.upload_to_ready.p50_ms,
+            ready.upload_to_ready.p99_ms,
+            ready.upload_to_ready.max_ms,
+            ready.failed
+        );
+        if ready.failed > 0 {
+            bail!("{} uploads FAILED under load", ready.failed);
+        }
+        results.figure(
+            "image_renditions_per_s",
+            Figure::info(Summary::of(&rates), "renditions/s"),
+        );
+        results.figure(
+            "image_ratio_vs_vips",
+            Figure::at_least(0.5, Summary::of(&ratios), "×"),
+        );
+        results.figure(
+            "image_upload_to_ready_p99_ms",
+            Figure::info(Summary::of(&[ready.upload_to_ready.p99_ms]), "ms"),
+        );
+        results.details.image_uploads = Some(ready);
+        Ok(())
+    }
+
+    /// `count` new posts by the first client (images go to their author's posts).
+    async fn posts(&self, api: &CommandApi, count: usize) -> anyhow::Result<Vec<Uuid>> {
+        let mut posts = Vec::with_capacity(count);
+        for _ in 0..count {
+            posts.push(api.create_post(0).await?.stream_id);
+        }
+        Ok(posts)
     }
 
     async fn replay(

@@ -143,6 +143,7 @@ pub struct Chronicle {
     pub jwt_secret: String,
     pub service_token: String,
     pub search_index_dir: PathBuf,
+    pub objects_dir: PathBuf,
     topic: String,
     kafka_brokers: String,
     bin_dir: PathBuf,
@@ -155,6 +156,7 @@ impl Chronicle {
         let jwt_secret = format!("bench-jwt-secret-{run}");
         let service_token = format!("bench-service-token-{run}");
         let search_index_dir = environment.work_dir.join("search-index");
+        let objects_dir = environment.work_dir.join("objects");
         let logs = environment.work_dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         let topic = format!("chronicle.bench.{run}");
@@ -169,6 +171,7 @@ impl Chronicle {
                 .env("JWT_SECRET", &jwt_secret)
                 .env("COMMAND_API_TOKEN", &service_token)
                 .env("SEARCH_INDEX_DIR", &search_index_dir)
+                .env("OBJECT_STORE_URL", &objects_dir)
                 // Logging every request would measure the log writer.
                 .env("RUST_LOG", "warn");
             command
@@ -194,7 +197,8 @@ impl Chronicle {
             .env("DATABASE_MAX_CONNECTIONS", "40")
             // The benchmark is one client hammering the API on purpose.
             .env("RATE_LIMIT_CLIENT_PER_MINUTE", "100000000")
-            .env("RATE_LIMIT_USER_PER_MINUTE", "100000000");
+            .env("RATE_LIMIT_USER_PER_MINUTE", "100000000")
+            .env("RATE_LIMIT_UPLOADS_PER_MINUTE", "100000000");
         let query_service =
             Process::start("query-service", command, port, "/health/ready", &logs).await?;
 
@@ -206,6 +210,7 @@ impl Chronicle {
             jwt_secret,
             service_token,
             search_index_dir,
+            objects_dir,
             topic,
             kafka_brokers: environment.kafka_brokers.clone(),
             bin_dir: environment.bin_dir.clone(),
@@ -219,6 +224,23 @@ impl Chronicle {
             brokers: self.kafka_brokers.clone(),
             topic: self.topic.clone(),
         }
+    }
+
+    /// An image worker on the stack's topic, in a consumer group of its own
+    /// (`group`): a new group starts from the topic's beginning.
+    pub async fn start_image_worker(&self, group: &str) -> anyhow::Result<Process> {
+        let port = free_port()?;
+        let mut command = Command::new(self.bin_dir.join("image-worker"));
+        command
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("KAFKA_BROKERS", &self.kafka_brokers)
+            .env("KAFKA_TOPIC", &self.topic)
+            .env("CONSUMER_GROUP", group)
+            .env("OBJECT_STORE_URL", &self.objects_dir)
+            .env("COMMAND_SERVICE_URL", &self.command_service.url)
+            .env("COMMAND_API_TOKEN", &self.service_token)
+            .env("RUST_LOG", "warn");
+        Process::start("image-worker", command, port, "/health/ready", &self.logs).await
     }
 
     /// Another command-service on the same database, without a relay: the

@@ -45,6 +45,9 @@ pub fn group_consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // A fetch that finds nothing waits this long at most (librdkafka's
+        // 500 ms would be the floor of every consumer's latency).
+        .set("fetch.wait.max.ms", "10")
         .set("enable.partition.eof", "false");
     config
 }

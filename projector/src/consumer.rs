@@ -54,7 +54,6 @@ fn create_consumer(
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
     let mut config =
         chronicle_platform::kafka::group_consumer_config(&settings.brokers, &settings.group);
-    config.set("fetch.wait.max.ms", "10");
     if let Some(instance) = &settings.instance_id {
         config.set("group.instance.id", instance);
     }

@@ -90,6 +90,11 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_USER_PER_MINUTE", default_value_t = std::num::NonZeroU32::new(1200).expect("not zero"))]
     pub rate_limit_user_per_minute: std::num::NonZeroU32,
 
+    /// Image uploads per minute from one signed-in user (each is up to
+    /// 10 MiB and decoded whole), on top of the request limits.
+    #[arg(long, env = "RATE_LIMIT_UPLOADS_PER_MINUTE", default_value_t = std::num::NonZeroU32::new(30).expect("not zero"))]
+    pub rate_limit_uploads_per_minute: std::num::NonZeroU32,
+
     /// Proxies in front of this service (CIDRs, comma-separated): behind them,
     /// the client is the right-most X-Forwarded-For address none of them has.
     /// Empty: X-Forwarded-For is ignored and the client is the TCP peer.

@@ -117,6 +117,9 @@ impl Application {
             freshness: Freshness::start(pool.clone(), shutdown.clone()),
             rows,
             sessions: crate::sessions::Sessions::new(pool.clone()),
+            upload_limit: std::sync::Arc::new(governor::RateLimiter::keyed(
+                governor::Quota::per_minute(config.rate_limit_uploads_per_minute),
+            )),
             images: chronicle_platform::object_storage::open(&config.object_store_url)
                 .map_err(std::io::Error::other)?,
         };

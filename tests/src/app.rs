@@ -36,6 +36,8 @@ pub struct TestOptions {
     pub trusted_proxies: Option<String>,
     /// Start an image worker in-process.
     pub image_worker: bool,
+    /// Image uploads per minute per user.
+    pub uploads_per_minute: u32,
 }
 
 impl Default for TestOptions {
@@ -52,6 +54,7 @@ impl Default for TestOptions {
             kafka_brokers: None,
             trusted_proxies: None,
             image_worker: false,
+            uploads_per_minute: 100_000,
         }
     }
 }
@@ -301,6 +304,10 @@ impl TestApp {
                 ),
                 "--cors-allowed-origins=https://blog.example.com",
                 &format!("--object-store-url={}", self.object_store_dir.display()),
+                &format!(
+                    "--rate-limit-uploads-per-minute={}",
+                    self.options.uploads_per_minute
+                ),
             ]
             .into_iter()
             .map(str::to_owned)

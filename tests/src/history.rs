@@ -6,8 +6,10 @@
 
 use chronicle_schema::events::{
     CommentAdded, CommentDeleted, CommentEdited, PostCreated, PostDeleted, PostEdited,
-    PostPublished, PostUnpublished, UserDeactivated, UserProfileUpdated, UserRegistered,
+    PostImageAdded, PostImageProcessed, PostImageRejected, PostPublished, PostUnpublished,
+    UserDeactivated, UserProfileUpdated, UserRegistered,
 };
+use chronicle_schema::images::{ImageFormat, Rendition};
 use chronicle_schema::{DomainEvent, EventMetadata, Role, StreamType};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -32,6 +34,8 @@ struct Post {
     stream: Stream,
     published: bool,
     deleted: bool,
+    /// Images uploaded and not processed yet.
+    processing: Vec<Uuid>,
 }
 
 struct Comment {
@@ -100,6 +104,7 @@ impl World {
                     stream: Stream { id, version: 1 },
                     published: false,
                     deleted: false,
+                    processing: Vec::new(),
                 });
                 vec![(id, StreamType::Post, 0, event.into())]
             }
@@ -168,7 +173,38 @@ impl World {
                 post.deleted = true;
                 PostDeleted {}.into()
             }
-            _ => return Vec::new(),
+            // An image: uploaded, or the worker's outcome for one.
+            _ => match post.processing.pop() {
+                Some(image_id) if rng.random_ratio(3, 4) => PostImageProcessed {
+                    image_id,
+                    renditions: vec![Rendition {
+                        width: 320,
+                        height: 240,
+                        format: ImageFormat::Webp,
+                        bytes: u64::from(base as u32),
+                    }],
+                }
+                .into(),
+                Some(image_id) => PostImageRejected {
+                    image_id,
+                    reason: format!("unreadable v{base}"),
+                }
+                .into(),
+                None => {
+                    let image_id = Uuid::now_v7();
+                    post.processing.push(image_id);
+                    PostImageAdded {
+                        image_id,
+                        hash: format!("{:064x}", image_id.as_u128()),
+                        format: ImageFormat::Jpeg,
+                        width: 640,
+                        height: 480,
+                        bytes: 1000,
+                        alt: format!("alt {index} v{base}"),
+                    }
+                    .into()
+                }
+            },
         };
         post.stream.version += 1;
         vec![(post.stream.id, StreamType::Post, base, event)]

@@ -372,3 +372,43 @@ async fn erasing_a_person_deletes_their_images_but_not_the_same_bytes_another_po
     );
     assert_eq!(app.http.get(&url).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn uploads_beyond_a_users_limit_are_rate_limited_and_store_nothing() {
+    let app = TestApp::spawn_with(TestOptions {
+        uploads_per_minute: 2,
+        ..TestOptions::default()
+    })
+    .await;
+    let (_, alice) = app.signed_in("alice").await;
+    let post = app.create_post(&alice, "Busy", &[]).await;
+    for width in [300, 301] {
+        let uploaded = app
+            .upload_image(Some(&alice), post, "", "a.png", png(width, 200))
+            .await;
+        assert_eq!(uploaded.status, 200, "{}", uploaded.body);
+    }
+    let refused = app
+        .upload_image(Some(&alice), post, "", "a.png", png(302, 200))
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (429, "RATE_LIMITED"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["retryAfterSeconds"]
+            .as_u64()
+            .unwrap_or_default()
+            >= 1
+    );
+    assert_eq!(app.stored_objects("originals").len(), 2);
+    // Another person's uploads are theirs to spend.
+    let (_, bob) = app.signed_in("bob").await;
+    let bobs = app.create_post(&bob, "Bob's", &[]).await;
+    let uploaded = app
+        .upload_image(Some(&bob), bobs, "", "b.png", png(300, 200))
+        .await;
+    assert_eq!(uploaded.status, 200, "{}", uploaded.body);
+}

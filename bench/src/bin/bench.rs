@@ -35,6 +35,9 @@ struct Args {
     postgraphile: PathBuf,
     #[arg(long)]
     cqrs_es_baseline: PathBuf,
+    /// libvips's vipsthumbnail (the image baseline).
+    #[arg(long, default_value = "/usr/bin/vipsthumbnail")]
+    vipsthumbnail: PathBuf,
     /// Scratch space: logs, the search index, load files.
     #[arg(long)]
     work_dir: PathBuf,
@@ -70,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             Phase::Reads,
             Phase::Append,
             Phase::Lag,
+            Phase::Images,
         ]
     } else {
         args.only.clone()
@@ -87,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             pgbench: args.pgbench.clone(),
             postgraphile: args.postgraphile.clone(),
             cqrs_es_baseline: args.cqrs_es_baseline.clone(),
+            vipsthumbnail: args.vipsthumbnail.clone(),
         },
         scale: if args.quick {
             Scale::quick()

@@ -53,6 +53,8 @@ pub struct Services {
     pub sessions: crate::sessions::Sessions,
     /// Images' renditions.
     pub images: std::sync::Arc<dyn object_store::ObjectStore>,
+    /// Image uploads per signed-in user.
+    pub upload_limit: std::sync::Arc<governor::DefaultKeyedRateLimiter<Uuid>>,
 }
 
 /// The signed-in caller, from a verified access token.

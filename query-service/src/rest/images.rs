@@ -41,6 +41,22 @@ pub async fn upload(
             "sign in to upload images",
         ));
     };
+    // Checked before the body is read: a refused upload costs nothing.
+    let viewer = match crate::graphql::http::viewer(&services, &bearer).await {
+        Ok(viewer) => viewer,
+        Err(failure) => return error(failure),
+    };
+    if let Err(not_until) = services.upload_limit.check_key(&viewer.id) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut failure = ApiError::new(
+            ErrorCode::RateLimited,
+            "too many image uploads; try again shortly",
+        );
+        failure.retry_after_seconds = Some(wait.as_secs().max(1));
+        return error(failure);
+    }
     let Some(content_type) = headers
         .get(header::CONTENT_TYPE)
         .filter(|value| value.as_bytes().starts_with(b"multipart/form-data"))
@@ -202,5 +218,12 @@ fn error(failure: ApiError) -> Response {
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut body = ErrorBody::new(failure.code, failure.message);
     body.fields = failure.fields;
-    (status, axum::Json(body)).into_response()
+    body.retry_after_seconds = failure.retry_after_seconds;
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(seconds) = failure.retry_after_seconds {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
