@@ -15,8 +15,8 @@ use chronicle_schema::DomainEvent;
 use chronicle_schema::bus;
 use chronicle_schema::events::{PostEvent, PostImageAdded};
 use chronicle_schema::images::{
-    self, ImageOutcome, RENDITION_FORMATS, Rendition, rendition_name, rendition_widths,
-    scaled_height,
+    self, ImageFormat, ImageOutcome, RENDITION_FORMATS, Rendition, rendition_name,
+    rendition_widths, scaled_height,
 };
 use chronicle_schema::privacy::Keyring;
 use futures::{FutureExt, StreamExt};
@@ -28,7 +28,7 @@ use rdkafka::message::{Headers, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::outcomes::{Outcomes, RecordError};
+use crate::outcomes::Outcomes;
 use crate::renditions;
 
 const BATCH_SIZE: usize = 64;
@@ -159,15 +159,20 @@ fn upload(message: &OwnedMessage) -> Option<Upload> {
 async fn process(worker: &Worker, upload: &Upload) -> Result<(), Transient> {
     let started = Instant::now();
     let image = &upload.image;
-    let outcome = match stored_renditions(worker, image).await? {
+    let mut outcome = match stored_renditions(worker, image).await? {
         Some(renditions) => ImageOutcome::Processed { renditions },
         None => make_renditions(worker, image).await?,
     };
+    if let ImageOutcome::Processed { renditions } = &mut outcome {
+        // Narrowest first, as readers list them.
+        renditions
+            .sort_by_key(|rendition| (rendition.width, rendition.format != ImageFormat::Webp));
+    }
     let label = match &outcome {
         ImageOutcome::Processed { .. } => "processed",
         ImageOutcome::Rejected { .. } => "rejected",
     };
-    match worker
+    worker
         .outcomes
         .record(
             upload.post_id,
@@ -176,13 +181,7 @@ async fn process(worker: &Worker, upload: &Upload) -> Result<(), Transient> {
             outcome,
         )
         .await
-    {
-        Ok(()) => {}
-        Err(RecordError::Unavailable(error)) => return Err(Transient(error)),
-        Err(RecordError::Refused(error)) => {
-            tracing::warn!(%error, image_id = %image.image_id, "an image's outcome was refused");
-        }
-    }
+        .map_err(|error| Transient(error.to_string()))?;
     metrics::counter!("chronicle_images_processed_total", "outcome" => label).increment(1);
     metrics::histogram!("chronicle_image_processing_seconds")
         .record(started.elapsed().as_secs_f64());

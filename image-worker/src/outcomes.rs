@@ -9,14 +9,17 @@ use chronicle_schema::images::ImageOutcome;
 use chronicle_schema::{Command, CommandEnvelope, ErrorBody};
 use uuid::Uuid;
 
+/// The outcome is not recorded (yet). The post answers a no-op with success
+/// (a second outcome, an erased or deleted post), so any refusal is a
+/// misconfiguration or a deploy in progress (a rotated credential, a
+/// command-service that does not know the command yet): retried, never
+/// dropped, and the worker's lag shows it.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    /// Worth retrying: the command-service is away or overloaded.
-    #[error("the command-service is unavailable: {0}")]
-    Unavailable(String),
-    /// Not worth retrying: the command API refused the outcome.
-    #[error("the command API refused the outcome: {0}")]
-    Refused(String),
+    #[error("the command-service is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the command API answered {status}: {body}")]
+    Refused { status: u16, body: String },
 }
 
 #[derive(Clone)]
@@ -63,7 +66,7 @@ impl Outcomes {
             .json(&envelope)
             .send()
             .await
-            .map_err(|error| RecordError::Unavailable(error.to_string()))?;
+            .map_err(|error| RecordError::Unreachable(error.to_string()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -73,11 +76,10 @@ impl Outcomes {
             .await
             .map(|body| format!("{}: {}", body.code.as_str(), body.message))
             .unwrap_or_else(|_| status.to_string());
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 409 {
-            Err(RecordError::Unavailable(body))
-        } else {
-            Err(RecordError::Refused(body))
-        }
+        Err(RecordError::Refused {
+            status: status.as_u16(),
+            body,
+        })
     }
 
     /// Whether the command-service answers (for `/health/ready`).

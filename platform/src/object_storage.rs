@@ -42,7 +42,7 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, ObjectStorageError> {
             url: url.to_owned(),
             source,
         })?
-        // A write lands whole or not at all (written aside, then renamed).
+        // Deleting a blob also removes the directories it leaves empty.
         .with_automatic_cleanup(true);
     Ok(Arc::new(store))
 }

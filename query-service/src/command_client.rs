@@ -96,6 +96,8 @@ impl CommandClient {
         let response = self
             .http
             .post(self.endpoint.replace("/v1/commands", "/v1/images"))
+            // An upload is decoded whole before it is attached: more than a command.
+            .timeout(std::time::Duration::from_secs(60))
             .headers(headers)
             .body(body)
             .send()

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// At most this many bytes in an upload.
 pub const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+/// An upload's whole multipart body: the file, field names, `postId`, `alt`.
+pub const MAX_UPLOAD_BODY_BYTES: usize = MAX_UPLOAD_BYTES + 64 * 1024;
 /// At most this many pixels in an original: a small file that decodes to a
 /// huge bitmap (a decompression bomb) is refused from its header alone.
 pub const MAX_PIXELS: u64 = 50_000_000;
@@ -132,7 +134,12 @@ pub fn original_key(hash: &str) -> String {
 
 /// Where a rendition is stored.
 pub fn rendition_key(hash: &str, name: &str) -> String {
-    format!("renditions/{hash}/{name}")
+    format!("{}/{name}", renditions_prefix(hash))
+}
+
+/// Where every rendition of an original is stored.
+pub fn renditions_prefix(hash: &str) -> String {
+    format!("renditions/{hash}")
 }
 
 /// The widths to make for an original `width` pixels wide.

@@ -239,7 +239,8 @@ impl Post {
             .images
             .iter()
             .any(|(id, progress)| *id == image_id && *progress == ImageProgress::Processing);
-        if !processing {
+        // Once deleted, nothing more is appended (the image is gone with it).
+        if !processing || !self.exists() {
             return Ok(vec![]);
         }
         Ok(vec![match outcome {
@@ -358,6 +359,25 @@ mod tests {
             post.record_image_outcome(Uuid::from_u128(8), &outcome),
             Ok(vec![]),
             "an image the post does not have"
+        );
+    }
+
+    #[test]
+    fn a_deleted_post_takes_no_outcome() {
+        let mut post = given(&[created()]);
+        for event in post
+            .attach_image(&author(), &uploaded(7), String::new())
+            .unwrap()
+        {
+            post.apply(&event);
+        }
+        for event in post.delete(&author()).unwrap() {
+            post.apply(&event);
+        }
+        let outcome = ImageOutcome::Processed { renditions: vec![] };
+        assert_eq!(
+            post.record_image_outcome(Uuid::from_u128(7), &outcome),
+            Ok(vec![])
         );
     }
 

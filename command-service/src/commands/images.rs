@@ -52,8 +52,8 @@ impl Handle for Attach {
     }
 }
 
-/// The worker's outcome: no user acts (the service credential is the
-/// worker's), and a post that moved on is decided again, never refused.
+/// The worker's outcome: no user acts (a service credential holder sends
+/// it), and a post that moved on is decided again, never refused.
 pub(super) struct RecordOutcome {
     pub post_id: Uuid,
     pub image_id: Uuid,
@@ -107,7 +107,7 @@ async fn delete_blobs(
     .fetch_all(&services.pool)
     .await?;
     for hash in hashes.iter().filter(|hash| images::is_content_hash(hash)) {
-        let renditions = Path::from(format!("renditions/{hash}"));
+        let renditions = Path::from(images::renditions_prefix(hash));
         let stored: Vec<_> = services
             .images
             .list(Some(&renditions))

@@ -12,6 +12,7 @@ use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+pub use chronicle_schema::images::MAX_UPLOAD_BODY_BYTES;
 use chronicle_schema::images::{self, ImageFormat, MAX_UPLOAD_BYTES, UploadedImage};
 use chronicle_schema::{Command, CommandEnvelope, ConsistencyToken};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -25,8 +26,8 @@ use crate::error::CommandError;
 use crate::validation::FieldErrors;
 use crate::validation::image::{ImageRefusal, inspect};
 
-/// The multipart body around the file: field names, headers, `postId`, `alt`.
-pub const MAX_UPLOAD_BODY_BYTES: usize = MAX_UPLOAD_BYTES + 64 * 1024;
+/// Uploads decoded at once (each may hold hundreds of megabytes of pixels).
+static INSPECTIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Namespace of image ids: one post's upload of the same bytes is one image.
 const IMAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6368_726f_6e69_636c_652d_696d_6167_6573);
@@ -49,9 +50,18 @@ pub async fn upload(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    match receive(&state, &headers, multipart).await {
-        Ok(uploaded) => Json(uploaded).into_response(),
-        Err(error) => error.into_response(),
+    let form = match read_form(multipart).await {
+        Ok(form) => form,
+        Err(error) => return error.into_response(),
+    };
+    // Once the bytes are in hand, the rest runs to its end on a task of its
+    // own: a client that hangs up (or a forwarder that times out) never
+    // leaves a stored original behind a command that did not run.
+    let attached = tokio::spawn(async move { attach(&state, &headers, form).await });
+    match attached.await {
+        Ok(Ok(uploaded)) => Json(uploaded).into_response(),
+        Ok(Err(error)) => error.into_response(),
+        Err(error) => CommandError::Internal(format!("upload task: {error}")).into_response(),
     }
 }
 
@@ -61,12 +71,16 @@ struct Form {
     file: bytes::Bytes,
 }
 
-async fn receive(
+async fn attach(
     state: &ApiState,
     headers: &HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    form: Form,
 ) -> Result<Uploaded, CommandError> {
-    let form = read_form(multipart?).await?;
+    // A whole decode is hundreds of megabytes at the limit: a few at a time.
+    let _slot = INSPECTIONS
+        .acquire()
+        .await
+        .map_err(|error| CommandError::Internal(format!("inspection slots: {error}")))?;
     let file = form.file.clone();
     let inspected = tokio::task::spawn_blocking(move || inspect(&file))
         .await
@@ -77,7 +91,7 @@ async fn receive(
             }
             other => invalid("file", &other.to_string()),
         })?;
-    let hash = hex(&Sha256::digest(&form.file));
+    let hash = format!("{:x}", Sha256::digest(&form.file));
     let image = UploadedImage {
         image_id: Uuid::new_v5(
             &IMAGE_ID_NAMESPACE,
@@ -144,7 +158,8 @@ async fn receive(
     }
 }
 
-async fn read_form(mut multipart: Multipart) -> Result<Form, CommandError> {
+async fn read_form(multipart: Result<Multipart, MultipartRejection>) -> Result<Form, CommandError> {
+    let mut multipart = multipart?;
     let mut post_id = None;
     let mut alt = String::new();
     let mut file = None;
@@ -255,8 +270,4 @@ fn invalid(field: &str, message: &str) -> CommandError {
     let mut errors = FieldErrors::new();
     errors.add(field, message);
     CommandError::Invalid(errors)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
