@@ -345,23 +345,6 @@ impl TestApp {
         })
     }
 
-    /// Stops the image worker at once, mid-batch if it is in one (the batch
-    /// stays uncommitted, as if the process had been killed).
-    pub async fn kill_image_worker(&mut self) {
-        if let Some(running) = self.image_worker.take() {
-            running.shutdown.cancel();
-            let _ = running.task.await;
-        }
-    }
-
-    pub async fn start_image_worker_again(&mut self) {
-        if self.image_worker.is_none() {
-            let running = self.start_image_worker().await;
-            wait_ready(&self.http, &running.url).await;
-            self.image_worker = Some(running);
-        }
-    }
-
     /// Another command-service on the same database and topic (its relay
     /// stands by while the first one's is active); stopped when dropped.
     pub async fn spawn_extra_command_service(&self) -> ServiceHandle {
