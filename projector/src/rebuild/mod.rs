@@ -92,6 +92,8 @@ pub enum RebuildError {
     Copy(#[from] copy::CopyError),
     #[error("the rebuild's fold stopped")]
     FoldStopped,
+    #[error("Postgres exported a snapshot id of an unknown form: {0:?}")]
+    Snapshot(String),
 }
 
 #[derive(Clone)]

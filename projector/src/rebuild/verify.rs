@@ -68,23 +68,27 @@ pub async fn against_live(
     next: &str,
 ) -> Result<(), RebuildError> {
     debug_assert!(next.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+    // A lock wait fails the check rather than hanging: the two transactions
+    // hold their table locks until both statements end, so a DDL request
+    // queued between them (another replica's rebuild or swap) would wait on
+    // one while the other waits on it, and Postgres cannot see that cycle.
+    const SETTINGS: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+                            SET LOCAL lock_timeout = '10s'";
     let mut one = first.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *one)
-        .await?;
+    sqlx::raw_sql(SETTINGS).execute(&mut *one).await?;
     let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
         .fetch_one(&mut *one)
         .await?;
-    // A snapshot id is hex digits and dashes; it is checked, as it cannot be
-    // a parameter of SET TRANSACTION.
-    assert!(
-        snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
-        "an exported snapshot id is hex digits and dashes: {snapshot:?}"
-    );
+    // Checked, as it cannot be a parameter of SET TRANSACTION SNAPSHOT.
+    if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(RebuildError::Snapshot(snapshot));
+    }
     let mut two = second.begin().await?;
+    // The snapshot first: nothing may run in the transaction before it.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
-         SET TRANSACTION SNAPSHOT '{snapshot}'"
+         SET TRANSACTION SNAPSHOT '{snapshot}'; \
+         SET LOCAL lock_timeout = '10s'"
     )))
     .execute(&mut *two)
     .await?;
@@ -119,8 +123,8 @@ async fn differing(
     next: &str,
     tables: &[&str],
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
-    // One statement: the unsettled streams and the rows derived from them
-    // are found once, not once per table.
+    // One statement per connection: the unsettled streams and the rows
+    // derived from them are found once for its tables, not once per table.
     let comparisons: Vec<String> = TABLES
         .iter()
         .filter(|(table, _, _)| tables.contains(table))
