@@ -332,6 +332,49 @@ async fn rows_derived_from_an_unsettled_stream_do_not_stop_the_swap() {
             .unwrap();
         assert_eq!(changed.rows_affected(), 1, "{change}");
     }
+    // And as if it had applied a newcomer taking a handle, and a post taking
+    // a slug, that an erasure freed: the rows that gave them up
+    // (`users::release_handles`, `posts::release_slugs`) changed with no
+    // version of their own.
+    let (released_user, handle): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, handle FROM users WHERE id <> $1 LIMIT 1")
+            .bind(author)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let (released_post, slug): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, slug FROM posts WHERE id <> $1 LIMIT 1")
+            .bind(post)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let (newcomer, new_post) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for change in [
+        "UPDATE users SET handle = '~' || replace(id::text, '-', '') WHERE id = $1",
+        "UPDATE posts SET slug = '~' || replace(id::text, '-', '') WHERE id = $2",
+        "INSERT INTO users (id, handle, display_name, email, role, joined_at, updated_at, version) \
+         SELECT $3, $5, 'Newcomer', 'newcomer@example.com', role, joined_at, updated_at, 1 \
+         FROM users WHERE id = $1",
+        "INSERT INTO posts (id, slug, title, body, excerpt, status, author_id, author_handle, \
+                            author_display_name, created_at, updated_at, version) \
+         SELECT $4, $6, title, body, excerpt, 'DRAFT', author_id, author_handle, \
+                author_display_name, created_at, updated_at, 1 \
+         FROM posts WHERE id = $2",
+        "INSERT INTO stream_versions (stream_id, version, position) \
+         VALUES ($3, 1, 0), ($4, 1, 0)",
+    ] {
+        // Every statement is given all six; each uses those it names.
+        let changed = sqlx::query(change)
+            .bind(released_user)
+            .bind(released_post)
+            .bind(newcomer)
+            .bind(new_post)
+            .bind(&handle)
+            .bind(&slug)
+            .execute(&app.pool)
+            .await;
+        assert!(changed.unwrap().rows_affected() >= 1, "{change}");
+    }
 
     app.rebuilder()
         .run(Projection::ReadModels, RebuildOptions { swap: true })

@@ -22,8 +22,12 @@ fn unsettled(next: &str) -> String {
            FULL JOIN read.stream_versions o USING (stream_id)
            WHERE n.version IS DISTINCT FROM o.version
          ),
+         all_users AS (
+           SELECT id, handle FROM {next}.users UNION ALL SELECT id, handle FROM read.users
+         ),
          all_posts AS (
-           SELECT id, author_id, tags FROM {next}.posts UNION ALL SELECT id, author_id, tags FROM read.posts
+           SELECT id, author_id, tags, slug FROM {next}.posts
+           UNION ALL SELECT id, author_id, tags, slug FROM read.posts
          ),
          all_comments AS (
            SELECT id, post_id, author_id, parent_id FROM {next}.comments
@@ -33,11 +37,18 @@ fn unsettled(next: &str) -> String {
            SELECT id FROM unsettled
            UNION SELECT p.author_id FROM all_posts p JOIN unsettled u ON u.id = p.id
            UNION SELECT c.author_id FROM all_comments c JOIN unsettled u ON u.id = c.id
+           -- A handle an unsettled user holds on either side: the row that
+           -- gave it up (`users::release_handles`) changed with no version.
+           UNION SELECT a.id FROM all_users a
+                 JOIN all_users t ON t.handle = a.handle JOIN unsettled u ON u.id = t.id
          ),
          excluded_posts AS (
            SELECT id FROM unsettled
            UNION SELECT p.id FROM all_posts p JOIN unsettled u ON u.id = p.author_id
            UNION SELECT c.post_id FROM all_comments c JOIN unsettled u ON u.id = c.id
+           -- Likewise a slug (`posts::release_slugs`).
+           UNION SELECT a.id FROM all_posts a
+                 JOIN all_posts t ON t.slug = a.slug JOIN unsettled u ON u.id = t.id
          ),
          excluded_comments AS (
            SELECT id FROM unsettled
