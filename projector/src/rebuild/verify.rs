@@ -6,7 +6,8 @@
 //! so is every row derived from one (its author's counts, its post's comment
 //! count, its tags, the posts copying its author). Everything else must be
 //! equal, or the swap is refused with the rows that differ. It reads in one
-//! snapshot (on two connections) and writes nothing: it holds no transaction id and no lock.
+//! snapshot, shared by two connections, and writes nothing: it holds no
+//! transaction id, and no lock that live batches take.
 
 use sqlx::{Connection, PgConnection};
 
