@@ -103,6 +103,8 @@ impl Application {
             std::time::Duration::from_millis(config.command_timeout_ms),
         );
         let rows = RowCache::new(config.read_cache_rows);
+        // Per-minute counts every replica shares: requests' and uploads'.
+        let shared_limits = crate::rate_limit::SharedWindows::start(pool.clone(), shutdown.clone());
         let services = Services {
             pool: pool.clone(),
             commands: commands.clone(),
@@ -117,9 +119,10 @@ impl Application {
             freshness: Freshness::start(pool.clone(), shutdown.clone()),
             rows,
             sessions: crate::sessions::Sessions::new(pool.clone()),
-            upload_limit: std::sync::Arc::new(governor::RateLimiter::keyed(
-                governor::Quota::per_minute(config.rate_limit_uploads_per_minute),
-            )),
+            upload_limit: crate::rate_limit::UploadLimit::new(
+                config.rate_limit_uploads_per_minute,
+                shared_limits.clone(),
+            ),
             images: chronicle_platform::object_storage::open(&config.object_store_url)
                 .map_err(std::io::Error::other)?,
         };
@@ -142,7 +145,7 @@ impl Application {
             config.rate_limit_client_per_minute,
             config.rate_limit_user_per_minute,
             services.access_tokens.clone(),
-            crate::rate_limit::SharedWindows::start(pool.clone(), shutdown.clone()),
+            shared_limits,
             shutdown.clone(),
         );
         let schema = graphql::build_schema(

@@ -121,13 +121,27 @@ impl TestApp {
         file_name: &str,
         bytes: Vec<u8>,
     ) -> Uploaded {
+        self.upload_image_at(self.query_url(), session, post_id, alt, file_name, bytes)
+            .await
+    }
+
+    /// An upload through the query-service at `query_url` (a replica).
+    pub async fn upload_image_at(
+        &self,
+        query_url: &str,
+        session: Option<&Session>,
+        post_id: Uuid,
+        alt: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Uploaded {
         let form = Form::new()
             .text("postId", post_id.to_string())
             .text("alt", alt.to_owned())
             .part("file", Part::bytes(bytes).file_name(file_name.to_owned()));
         let mut request = self
             .http
-            .post(format!("{}/images", self.query_url()))
+            .post(format!("{query_url}/images"))
             .multipart(form);
         if let Some(session) = session {
             request = request.bearer_auth(&session.access_token);

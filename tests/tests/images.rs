@@ -437,3 +437,43 @@ async fn uploads_beyond_a_users_limit_are_rate_limited_and_store_nothing() {
         .await;
     assert_eq!(uploaded.status, 200, "{}", uploaded.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_limit_holds_across_replicas() {
+    // Counts are per minute: stay clear of a minute's end.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 45 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    let app = TestApp::spawn_with(TestOptions {
+        uploads_per_minute: 2,
+        ..TestOptions::default()
+    })
+    .await;
+    let other = app.spawn_extra_query_service().await;
+    let (_, alice) = app.signed_in("alice").await;
+    let post = app.create_post(&alice, "Busy", &[]).await;
+    for width in [300, 301] {
+        let uploaded = app
+            .upload_image(Some(&alice), post, "", "a.png", png(width, 200))
+            .await;
+        assert_eq!(uploaded.status, 200, "{}", uploaded.body);
+    }
+    // Once the replicas have shared their counts, the second refuses her
+    // too (alone it would take two more).
+    tokio::time::sleep(query_service::rate_limit::SYNC_EVERY * 3).await;
+    let first = app
+        .upload_image_at(other.url(), Some(&alice), post, "", "a.png", png(302, 200))
+        .await;
+    tokio::time::sleep(query_service::rate_limit::SYNC_EVERY * 3).await;
+    let refused = app
+        .upload_image_at(other.url(), Some(&alice), post, "", "a.png", png(303, 200))
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (429, "RATE_LIMITED"),
+        "the second replica took her upload (the first there: {})",
+        first.status
+    );
+    assert!(app.stored_objects("originals").len() <= 3);
+}

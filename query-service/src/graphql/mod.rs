@@ -54,7 +54,7 @@ pub struct Services {
     /// Images' renditions.
     pub images: std::sync::Arc<dyn object_store::ObjectStore>,
     /// Image uploads per signed-in user.
-    pub upload_limit: std::sync::Arc<governor::DefaultKeyedRateLimiter<Uuid>>,
+    pub upload_limit: crate::rate_limit::UploadLimit,
 }
 
 /// The signed-in caller, from a verified access token.

@@ -31,8 +31,10 @@ use uuid::Uuid;
 use crate::client::ClientAddress;
 
 mod shared;
+mod uploads;
 
 pub use shared::{SYNC_EVERY, SharedWindows};
+pub use uploads::UploadLimit;
 
 /// Keys held per limiter before idle ones are dropped at once.
 const MAX_TRACKED: usize = 100_000;

@@ -43,14 +43,7 @@ pub async fn upload(
         Ok(viewer) => viewer,
         Err(failure) => return error(failure),
     };
-    if services.upload_limit.len() > 100_000 {
-        // Idle users' buckets are full again: nothing is lost by forgetting them.
-        services.upload_limit.retain_recent();
-    }
-    if let Err(not_until) = services.upload_limit.check_key(&viewer.id) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
+    if let Err(wait) = services.upload_limit.check(viewer.id) {
         let mut failure = ApiError::new(
             ErrorCode::RateLimited,
             "too many image uploads; try again shortly",
