@@ -57,3 +57,12 @@ pub fn binary(name: &str) -> std::path::PathBuf {
         .unwrap()
         .join(name)
 }
+
+/// Waits, if need be, until a new minute has begun: per-minute counts
+/// (rate limits) must not roll over in the middle of a test.
+pub async fn clear_of_a_minutes_end() {
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 45 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+}

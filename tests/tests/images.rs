@@ -398,8 +398,9 @@ async fn erasing_a_person_deletes_their_images_but_not_the_same_bytes_another_po
     assert_eq!(app.http.get(&url).send().await.unwrap().status(), 200);
 }
 
-#[tokio::test]
-async fn uploads_beyond_a_users_limit_are_rate_limited_and_store_nothing() {
+/// An app taking two uploads a minute per person, and Alice's post on which
+/// she has just made both.
+async fn alice_at_her_upload_limit() -> (TestApp, Session, Uuid) {
     let app = TestApp::spawn_with(TestOptions {
         uploads_per_minute: 2,
         ..TestOptions::default()
@@ -413,6 +414,12 @@ async fn uploads_beyond_a_users_limit_are_rate_limited_and_store_nothing() {
             .await;
         assert_eq!(uploaded.status, 200, "{}", uploaded.body);
     }
+    (app, alice, post)
+}
+
+#[tokio::test]
+async fn uploads_beyond_a_users_limit_are_rate_limited_and_store_nothing() {
+    let (app, alice, post) = alice_at_her_upload_limit().await;
     let refused = app
         .upload_image(Some(&alice), post, "", "a.png", png(302, 200))
         .await;
@@ -440,25 +447,9 @@ async fn uploads_beyond_a_users_limit_are_rate_limited_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upload_limit_holds_across_replicas() {
-    // Counts are per minute: stay clear of a minute's end.
-    let second = chrono::Utc::now().timestamp() % 60;
-    if second > 45 {
-        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
-    }
-    let app = TestApp::spawn_with(TestOptions {
-        uploads_per_minute: 2,
-        ..TestOptions::default()
-    })
-    .await;
+    chronicle_tests::clear_of_a_minutes_end().await;
+    let (app, alice, post) = alice_at_her_upload_limit().await;
     let other = app.spawn_extra_query_service().await;
-    let (_, alice) = app.signed_in("alice").await;
-    let post = app.create_post(&alice, "Busy", &[]).await;
-    for width in [300, 301] {
-        let uploaded = app
-            .upload_image(Some(&alice), post, "", "a.png", png(width, 200))
-            .await;
-        assert_eq!(uploaded.status, 200, "{}", uploaded.body);
-    }
     // Once the replicas have shared their counts, the second refuses her
     // too (alone it would take two more).
     tokio::time::sleep(query_service::rate_limit::SYNC_EVERY * 3).await;

@@ -62,11 +62,7 @@ async fn every_answer_says_where_the_client_stands_and_the_excess_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_holds_across_replicas() {
-    // Counts are per minute: stay clear of a minute's end.
-    let second = chrono::Utc::now().timestamp() % 60;
-    if second > 45 {
-        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
-    }
+    chronicle_tests::clear_of_a_minutes_end().await;
     let app = TestApp::spawn_with(limited(8, 100)).await;
     let other = app.spawn_extra_query_service().await;
     let send = |url: String| {

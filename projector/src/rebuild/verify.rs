@@ -96,11 +96,10 @@ pub async fn against_live(
         return Err(RebuildError::Snapshot(snapshot));
     }
     let mut two = second.begin().await?;
-    // The snapshot first: nothing may run in the transaction before it.
+    sqlx::raw_sql(SETTINGS).execute(&mut *two).await?;
+    // Before any query of the transaction, as Postgres requires.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
-         SET TRANSACTION SNAPSHOT '{snapshot}'; \
-         SET LOCAL lock_timeout = '10s'"
+        "SET TRANSACTION SNAPSHOT '{snapshot}'"
     )))
     .execute(&mut *two)
     .await?;

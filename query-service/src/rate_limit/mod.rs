@@ -52,6 +52,42 @@ pub struct RateLimits {
     access_tokens: AccessTokens,
 }
 
+/// One replica's buckets, a limit of `per_minute` each.
+fn buckets(per_minute: NonZeroU32) -> Arc<Buckets> {
+    Arc::new(
+        RateLimiter::keyed(Quota::per_minute(per_minute))
+            .with_middleware::<StateInformationMiddleware>(),
+    )
+}
+
+/// Takes from this replica's bucket, then from the shared count (`kind`
+/// keeps client, user and upload keys apart there).
+fn take(
+    buckets: &Buckets,
+    shared: &SharedWindows,
+    kind: &str,
+    key: String,
+    limit: u32,
+) -> Result<Standing, Duration> {
+    if buckets.len() > MAX_TRACKED {
+        buckets.retain_recent();
+        buckets.shrink_to_fit();
+    }
+    // The limiter's own clock: making a new one calibrates it (cpuid) each time.
+    let now = buckets.clock().now();
+    let snapshot = buckets
+        .check_key(&key)
+        .map_err(|not_until| not_until.wait_time_from(now))?;
+    let shared_remaining = shared.take(&format!("{kind}:{key}"), limit)?;
+    let remaining = snapshot.remaining_burst_capacity();
+    let per_token = snapshot.quota().replenish_interval();
+    Ok(Standing {
+        limit,
+        remaining: remaining.min(shared_remaining),
+        reset: per_token * (limit - remaining),
+    })
+}
+
 /// Where the caller stands in the bucket that applied.
 pub struct Standing {
     limit: u32,
@@ -68,12 +104,6 @@ impl RateLimits {
         shared: SharedWindows,
         shutdown: CancellationToken,
     ) -> RateLimits {
-        let buckets = |per_minute| {
-            Arc::new(
-                RateLimiter::keyed(Quota::per_minute(per_minute))
-                    .with_middleware::<StateInformationMiddleware>(),
-            )
-        };
         let limits = RateLimits {
             per_client: buckets(client_per_minute),
             per_user: buckets(user_per_minute),
@@ -98,34 +128,6 @@ impl RateLimits {
         limits
     }
 
-    /// Takes from this replica's bucket, then from the shared count
-    /// (`kind` keeps client and user keys apart there).
-    fn take(
-        &self,
-        buckets: &Buckets,
-        kind: &str,
-        key: String,
-        limit: u32,
-    ) -> Result<Standing, Duration> {
-        if buckets.len() > MAX_TRACKED {
-            buckets.retain_recent();
-            buckets.shrink_to_fit();
-        }
-        // The limiter's own clock: making a new one calibrates it (cpuid) each time.
-        let now = buckets.clock().now();
-        let snapshot = buckets
-            .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(now))?;
-        let shared_remaining = self.shared.take(&format!("{kind}:{key}"), limit)?;
-        let remaining = snapshot.remaining_burst_capacity();
-        let per_token = snapshot.quota().replenish_interval();
-        Ok(Standing {
-            limit,
-            remaining: remaining.min(shared_remaining),
-            reset: per_token * (limit - remaining),
-        })
-    }
-
     /// Takes one request from the client's bucket and, when signed in, the
     /// user's; `Err` says how long to wait, and which limit applied.
     pub fn check(
@@ -133,16 +135,22 @@ impl RateLimits {
         client: ClientAddress,
         user: Option<Uuid>,
     ) -> Result<Standing, (Duration, u32)> {
-        let mut standing = self
-            .take(
-                &self.per_client,
-                "client",
-                client.limit_key(),
-                self.client_limit,
-            )
-            .map_err(|wait| (wait, self.client_limit))?;
+        let mut standing = take(
+            &self.per_client,
+            &self.shared,
+            "client",
+            client.limit_key(),
+            self.client_limit,
+        )
+        .map_err(|wait| (wait, self.client_limit))?;
         if let Some(user) = user {
-            match self.take(&self.per_user, "user", user.to_string(), self.user_limit) {
+            match take(
+                &self.per_user,
+                &self.shared,
+                "user",
+                user.to_string(),
+                self.user_limit,
+            ) {
                 // Report the tighter of the two.
                 Ok(for_user) if for_user.remaining < standing.remaining => standing = for_user,
                 Ok(_) => {}

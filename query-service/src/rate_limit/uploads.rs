@@ -7,15 +7,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
-use super::{MAX_TRACKED, SharedWindows};
+use super::{Buckets, SharedWindows, buckets, take};
 
 #[derive(Clone)]
 pub struct UploadLimit {
-    buckets: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    buckets: Arc<Buckets>,
     shared: SharedWindows,
     limit: u32,
 }
@@ -23,7 +21,7 @@ pub struct UploadLimit {
 impl UploadLimit {
     pub fn new(per_minute: NonZeroU32, shared: SharedWindows) -> UploadLimit {
         UploadLimit {
-            buckets: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            buckets: buckets(per_minute),
             shared,
             limit: per_minute.get(),
         }
@@ -31,16 +29,13 @@ impl UploadLimit {
 
     /// Takes one upload of `user`'s; `Err` says how long to wait.
     pub fn check(&self, user: Uuid) -> Result<(), Duration> {
-        if self.buckets.len() > MAX_TRACKED {
-            // Idle people's buckets are full again: nothing is lost by forgetting them.
-            self.buckets.retain_recent();
-        }
-        let now = self.buckets.clock().now();
-        self.buckets
-            .check_key(&user)
-            .map_err(|not_until| not_until.wait_time_from(now))?;
-        self.shared
-            .take(&format!("upload:{user}"), self.limit)
-            .map(|_| ())
+        take(
+            &self.buckets,
+            &self.shared,
+            "upload",
+            user.to_string(),
+            self.limit,
+        )
+        .map(|_| ())
     }
 }
