@@ -1,0 +1,11 @@
+-- Events are stored in their row up to a page (8 KB) instead of 2 KB.
+-- Sealed payloads are ciphertext: Postgres's compression (pglz) cannot shrink
+-- them, so above 2 KB every append paid a failed compression attempt and
+-- wrote the payload out of line (two TOAST chunks and their index entries),
+-- and every read of the event (the relay, replays) fetched them back. Most
+-- `PostCreated` events are over 2 KB. Measured on 15,000 of them copied into
+-- a table like this one: the insert took half as long (48 µs a row against
+-- 94 µs), and reading their payloads back 10% less. Rows over a page are
+-- still compressed and moved out of line as before. Applies to rows written
+-- from now on.
+ALTER TABLE event_store.events SET (toast_tuple_target = 8160);
