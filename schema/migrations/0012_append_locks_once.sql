@@ -6,7 +6,7 @@
 -- command and column (quadratic in the batch). Now the checks and writes
 -- live in one place, `append_locked`, run under locks its caller holds:
 -- `append` takes one command's locks and calls it; `append_batch` takes the
--- batch's locks once and calls it per command on slices of its arrays.
+-- batch's locks once and calls it per command with that command's events.
 
 -- A command's decision, checked and appended (see `append` for what is
 -- checked and the outcomes), under locks the caller holds: the appenders'
@@ -52,6 +52,10 @@ DECLARE
     payloads    jsonb[] := p_payloads;
     events      int := coalesce(array_length(p_event_ids, 1), 0);
 BEGIN
+    -- Held already by every caller here (a no-op then); taken again so that
+    -- even a direct call holds it before its first write (the unique claims
+    -- come before the events and their trigger).
+    PERFORM pg_advisory_xact_lock_shared(event_store.appenders_key());
     IF p_idempotency_key IS NOT NULL THEN
         SELECT k.request_hash, k.response INTO found_hash, found_reply
         FROM event_store.idempotency_keys k
@@ -187,7 +191,7 @@ BEGIN
 END $$;
 
 -- One command's append: its locks, in the one global order, then the checks
--- and writes. What is checked, and the outcomes, as in 0008.
+-- and writes. What is checked, and the outcomes, as in 0008 and 0010.
 CREATE OR REPLACE FUNCTION event_store.append(
     p_stream_id        uuid,
     p_stream_type      text,
@@ -250,7 +254,7 @@ END $$;
 -- Group commit (as in 0008: the appends of many commands in one statement,
 -- each checked in turn, every lock taken first in the one global order).
 -- Events (e_*) and reads (r_*) come grouped by their command, in order
--- (e_command and r_command ascending): each command gets its slice.
+-- (e_command and r_command ascending): each command is given its own.
 CREATE OR REPLACE FUNCTION event_store.append_batch(
     c_stream uuid[], c_type text[], c_base int[], c_command uuid[], c_correlation uuid[],
     c_actor uuid[], c_metadata jsonb[], c_session uuid[], c_claims jsonb[],
@@ -260,25 +264,27 @@ CREATE OR REPLACE FUNCTION event_store.append_batch(
 ) RETURNS TABLE (command int, outcome text, version int, detail text, stored jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
-    hash      int;
     e_total   int := coalesce(array_length(e_command, 1), 0);
     r_total   int := coalesce(array_length(r_command, 1), 0);
-    e_first   int := 1;
-    e_last    int;
-    r_first   int := 1;
-    r_last    int;
+    e_next    int := 1;
+    r_next    int := 1;
+    -- One command's events and reads. Gathered element by element: PL/pgSQL
+    -- holds array arguments expanded, and a slice of one is a copy of the
+    -- whole array (every payload of the batch, once per command).
+    ids       uuid[];
+    types     text[];
+    schemas   int2[];
+    payloads  jsonb[];
+    streams   uuid[];
+    versions  int[];
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(event_store.appenders_key());
-    -- One lock at a time, in order (a loop: a set-returning PERFORM could
-    -- evaluate the calls in any order).
-    FOR hash IN
-        SELECT DISTINCT hashtext(i.caller || ':' || i.key)
-        FROM unnest(c_caller, c_key) AS i(caller, key) WHERE i.key IS NOT NULL
-        ORDER BY 1
-    LOOP
-        PERFORM pg_advisory_xact_lock(event_store.idempotency_lock_class(), hash);
-    END LOOP;
-    -- In one statement (see lock_claims): in stream order.
+    -- Each in one statement, in order (see lock_claims): idempotency keys,
+    -- then streams.
+    PERFORM pg_advisory_xact_lock(event_store.idempotency_lock_class(), keys.hash)
+    FROM (SELECT DISTINCT hashtext(i.caller || ':' || i.key) AS hash
+          FROM unnest(c_caller, c_key) AS i(caller, key) WHERE i.key IS NOT NULL
+          ORDER BY 1) keys;
     PERFORM CASE WHEN s.exclusive
                  THEN pg_advisory_xact_lock(hashtextextended(s.stream::text, 7))
                  ELSE pg_advisory_xact_lock_shared(hashtextextended(s.stream::text, 7)) END
@@ -291,29 +297,32 @@ BEGIN
     PERFORM event_store.lock_claims(c_claims);
 
     FOR n IN 1 .. coalesce(array_length(c_stream, 1), 0) LOOP
-        e_last := e_first - 1;
-        WHILE e_last < e_total AND e_command[e_last + 1] = n LOOP
-            e_last := e_last + 1;
+        ids := '{}'; types := '{}'; schemas := '{}'; payloads := '{}';
+        WHILE e_next <= e_total AND e_command[e_next] = n LOOP
+            ids := ids || e_id[e_next];
+            types := types || e_type[e_next];
+            schemas := schemas || e_schema[e_next];
+            payloads := payloads || e_payload[e_next];
+            e_next := e_next + 1;
         END LOOP;
-        r_last := r_first - 1;
-        WHILE r_last < r_total AND r_command[r_last + 1] = n LOOP
-            r_last := r_last + 1;
+        streams := '{}'; versions := '{}';
+        WHILE r_next <= r_total AND r_command[r_next] = n LOOP
+            streams := streams || r_stream[r_next];
+            versions := versions || r_version[r_next];
+            r_next := r_next + 1;
         END LOOP;
         RETURN QUERY
         SELECT n, a.outcome, a.version, a.detail, a.stored
         FROM event_store.append_locked(
             c_stream[n], c_type[n], c_base[n],
-            e_id[e_first:e_last], e_type[e_first:e_last], e_schema[e_first:e_last],
-            e_payload[e_first:e_last],
+            ids, types, schemas, payloads,
             c_command[n], c_correlation[n], c_actor[n], c_metadata[n], c_session[n],
-            r_stream[r_first:r_last], r_version[r_first:r_last],
+            streams, versions,
             c_claims[n], c_caller[n], c_key[n], c_fingerprint[n], c_ttl[n]) AS a;
-        e_first := e_last + 1;
-        r_first := r_last + 1;
     END LOOP;
     -- Rolls the whole statement back: no event is appended to a command it
     -- was not given with.
-    IF e_first <= e_total OR r_first <= r_total THEN
+    IF e_next <= e_total OR r_next <= r_total THEN
         RAISE EXCEPTION 'append_batch: events and reads must come grouped by their command, in order';
     END IF;
 END $$;

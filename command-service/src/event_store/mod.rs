@@ -273,8 +273,9 @@ pub struct StoredOutcome {
 }
 
 /// Checks what the decision read and appends its events, in one statement
-/// (`event_store.append`, schema/migrations/0008): one round trip, whatever
-/// the command. See that function for what is checked, and in which order.
+/// (`event_store.append`, schema/migrations 0008, 0010 and 0012): one round
+/// trip, whatever the command. See that function for what is checked, and in
+/// which order.
 pub async fn append_decision(
     executor: impl sqlx::PgExecutor<'_>,
     append: &Append,
