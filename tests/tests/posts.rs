@@ -53,9 +53,20 @@ async fn slugs_are_unique_a_requested_one_conflicts_a_derived_one_gets_a_suffix(
         create("Hello", None).await.data()["createPost"]["post"]["slug"],
         "hello"
     );
-    assert_eq!(
-        create("Hello", None).await.data()["createPost"]["post"]["slug"],
-        "hello-2"
+    // The title's slug is claimed alone first; once it is taken, the
+    // numbered ones in order, then one with the post id's tail.
+    for number in 2..=10 {
+        assert_eq!(
+            create("Hello", None).await.data()["createPost"]["post"]["slug"],
+            format!("hello-{number}")
+        );
+    }
+    let last = create("Hello", None).await;
+    let last = last.data()["createPost"]["post"]["slug"].as_str().unwrap();
+    let tail = last.strip_prefix("hello-").unwrap();
+    assert!(
+        tail.len() == 12 && tail.bytes().all(|byte| byte.is_ascii_hexdigit()),
+        "{last}"
     );
     let taken = create("Other", Some("hello")).await;
     assert_eq!(taken.error_code(), "CONFLICT");

@@ -219,6 +219,9 @@ impl Execution<'_> {
         // Decide on cached state first; after a refusal, or reads that do not
         // agree, on the store's.
         let mut from_store = false;
+        // Claims are tried with their first candidate alone; all of them
+        // are sent once that one is found taken.
+        let mut every_candidate = false;
         for attempt_number in 1..=MAX_ATTEMPTS {
             let mut attempt = Attempt {
                 execution: self,
@@ -269,6 +272,11 @@ impl Execution<'_> {
             reads.dedup_by_key(|read| read.stream_id);
             let sealing = self.sealing(&decided).await?;
             let appends_events = !decided.events.is_empty();
+            let (claims, narrowed) = if every_candidate {
+                (decided.claims, Vec::new())
+            } else {
+                first_candidates(decided.claims)
+            };
             let append = Append {
                 stream_id: decided.stream_id,
                 stream_type: decided.stream_type,
@@ -280,7 +288,7 @@ impl Execution<'_> {
                     .as_ref()
                     .and(self.claims.as_ref().and_then(|claims| claims.sid)),
                 reads,
-                claims: decided.claims,
+                claims,
                 idempotency: idempotency.as_ref().map(|scope| Idempotency {
                     caller: scope.caller.clone(),
                     key: scope.key.clone(),
@@ -318,7 +326,14 @@ impl Execution<'_> {
                         "the session has ended (signed out, or the account was secured); sign in again",
                     ));
                 }
-                Ok(Appended::Taken(kinds)) => return Err(taken(&kinds)),
+                Ok(Appended::Taken(kinds)) => {
+                    if !kinds.iter().any(|kind| narrowed.contains(&kind.as_str())) {
+                        return Err(taken(&kinds));
+                    }
+                    tracing::debug!(?kinds, "a first candidate is taken; claiming from all");
+                    every_candidate = true;
+                    continue;
+                }
                 Ok(Appended::Stale { stream_id, version }) => {
                     self.services.aggregates.forget(stream_id);
                     if stream_id == decided.stream_id {
@@ -411,6 +426,23 @@ impl Execution<'_> {
     async fn current_version(&self, stream_id: Uuid) -> Result<i32, sqlx::Error> {
         event_store::current_version(&self.services.pool, stream_id).await
     }
+}
+
+/// The claims with their first candidates alone, and the kinds of those
+/// that had others.
+fn first_candidates(claims: Vec<Claim>) -> (Vec<Claim>, Vec<&'static str>) {
+    let mut narrowed = Vec::new();
+    let claims = claims
+        .into_iter()
+        .map(|claim| match claim.first_candidate() {
+            Some(first) => {
+                narrowed.push(claim.kind);
+                first
+            }
+            None => claim,
+        })
+        .collect();
+    (claims, narrowed)
 }
 
 /// The field errors of claims whose values are taken.

@@ -116,6 +116,18 @@ pub struct Claim {
     pub field: Option<&'static str>,
 }
 
+impl Claim {
+    /// This claim with its first candidate alone, when it has others: that
+    /// one is free in the common case, and the others would each be sealed,
+    /// sent and locked for nothing. Answers `None` when there is nothing to drop.
+    pub fn first_candidate(&self) -> Option<Claim> {
+        (self.candidates.len() > 1).then(|| Claim {
+            candidates: self.candidates[..1].to_vec(),
+            ..self.clone()
+        })
+    }
+}
+
 /// An idempotency key's record: who sent it, the key, the request's fingerprint.
 #[derive(Clone, Debug)]
 pub struct Idempotency {
