@@ -7,8 +7,8 @@
 //! transaction on the server, in another database or a rebuild's, would stop
 //! publishing for every command. Every appender holds a shared advisory lock
 //! (`event_store.appenders_key()`) from before its first write to its end
-//! (`event_store.append` takes it; a trigger on the events table takes it for
-//! any other writer). So, in one statement, with its snapshot S taken first:
+//! (`event_store.append_batch` takes it; a trigger on the events table takes
+//! it for any other writer). So, in one statement, with its snapshot S taken first:
 //!
 //! - an appender that held the lock and had a transaction id when the lock
 //!   table was read bounds the horizon by that id;
@@ -21,7 +21,7 @@
 //!
 //! A writer that wrote something else before its first event got its id
 //! before it took the lock, so the fence does not see it: appends are a
-//! transaction's first write (`event_store.append` is; an operator's own
+//! transaction's first write (`event_store.append_batch` is; an operator's own
 //! INSERT must be too).
 
 use sqlx::PgExecutor;
