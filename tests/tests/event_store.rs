@@ -288,3 +288,52 @@ async fn batches_claiming_the_same_values_in_opposite_orders_never_deadlock() {
         assert_eq!(won, 2, "round {round}: {one:?} {other:?}");
     }
 }
+
+/// During a rolling deploy, instances of the previous release append alone
+/// through `event_store.append`, which is now a batch of one: it still
+/// appends, checks the version it was given, and answers as it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_releases_single_append_still_appends_and_checks_its_version() {
+    let app = TestApp::spawn_with(TestOptions {
+        projector: false,
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let stream_id = Uuid::now_v7();
+    let old_append = |base_version: i32| {
+        let command_id = Uuid::now_v7();
+        sqlx::query_as::<_, (String, Option<i32>, Option<String>)>(
+            "SELECT outcome, version, detail FROM event_store.append(
+                 $1, 'user', $2, ARRAY[$3::uuid], ARRAY['UserProfileUpdated'], ARRAY[1::int2],
+                 ARRAY['{\"displayName\": \"Ada\", \"bio\": null}'::jsonb],
+                 $4, $4, NULL, '{}'::jsonb, NULL, '{}', '{}', '{}', '[]'::jsonb,
+                 NULL, NULL, NULL, NULL)",
+        )
+        .bind(stream_id)
+        .bind(base_version)
+        .bind(Uuid::now_v7())
+        .bind(command_id)
+        .fetch_one(&app.pool)
+    };
+    assert_eq!(
+        old_append(0).await.unwrap(),
+        ("appended".to_owned(), Some(1), None)
+    );
+    assert_eq!(
+        old_append(0).await.unwrap(),
+        ("stale".to_owned(), Some(1), Some(stream_id.to_string()))
+    );
+    assert_eq!(
+        old_append(1).await.unwrap(),
+        ("appended".to_owned(), Some(2), None)
+    );
+    let versions: Vec<i32> = sqlx::query_scalar(
+        "SELECT version FROM event_store.events WHERE stream_id = $1 ORDER BY version",
+    )
+    .bind(stream_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(versions, vec![1, 2]);
+}

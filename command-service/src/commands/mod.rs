@@ -220,9 +220,12 @@ impl Execution<'_> {
         // agree, on the store's.
         let mut from_store = false;
         // Claims are tried with their first candidate alone; all of them
-        // are sent once that one is found taken.
+        // are sent once that one is found taken (a try not counted as an
+        // attempt: it happens once, and would otherwise cost the last one).
         let mut every_candidate = false;
-        for attempt_number in 1..=MAX_ATTEMPTS {
+        let mut attempt_number = 0;
+        while attempt_number < MAX_ATTEMPTS {
+            attempt_number += 1;
             let mut attempt = Attempt {
                 execution: self,
                 reads: Vec::new(),
@@ -332,6 +335,7 @@ impl Execution<'_> {
                     }
                     tracing::debug!(?kinds, "a first candidate is taken; claiming from all");
                     every_candidate = true;
+                    attempt_number -= 1;
                     continue;
                 }
                 Ok(Appended::Stale { stream_id, version }) => {

@@ -72,9 +72,9 @@ pub struct Append {
     pub request_id: Option<String>,
     /// The signed-in actor's session, which must still be open.
     pub session: Option<Uuid>,
-    /// The streams the decision read (sorted by stream id, one entry each).
-    /// The target is locked exclusively whether listed or not; list it with
-    /// `Lock::Exclusive` when it was read, so every lock is taken in order.
+    /// The streams the decision read, at most one entry each. The statement
+    /// takes their locks in stream order, the target's exclusively whether
+    /// listed or not.
     pub reads: Vec<Read>,
     pub claims: Vec<Claim>,
     pub idempotency: Option<Idempotency>,
