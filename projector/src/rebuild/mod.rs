@@ -94,6 +94,8 @@ pub enum RebuildError {
     FoldStopped,
     #[error("Postgres exported a snapshot id of an unknown form: {0:?}")]
     Snapshot(String),
+    #[error("the rebuild panicked: {0}")]
+    Panicked(String),
 }
 
 #[derive(Clone)]
@@ -198,20 +200,20 @@ impl Rebuilder {
             swap = options.swap,
             "rebuild started"
         );
-        let result = match projection {
-            Projection::ReadModels => {
-                let result = tables::rebuild(self, &tracker, options).await;
-                if result.is_err() {
-                    // A half-built copy would keep rows (and the text of
-                    // people erased since) that nothing updates any more.
-                    if let Err(error) = tables::drop_next(&self.pool).await {
-                        tracing::warn!(%error, "could not drop the failed rebuild's tables");
-                    }
-                }
-                result
+        let result = unwound(async {
+            match projection {
+                Projection::ReadModels => tables::rebuild(self, &tracker, options).await,
+                Projection::Search => search::rebuild(self, &tracker, options).await,
             }
-            Projection::Search => search::rebuild(self, &tracker, options).await,
-        };
+        })
+        .await;
+        if result.is_err() && projection == Projection::ReadModels {
+            // A half-built copy would keep rows (and the text of people
+            // erased since) that nothing updates any more.
+            if let Err(error) = tables::drop_next(&self.pool).await {
+                tracing::warn!(%error, "could not drop the failed rebuild's tables");
+            }
+        }
         let mut all = self.progress.lock().expect("progress is never poisoned");
         let progress = all.entry(projection.name()).or_default();
         progress.finished_at = Some(Utc::now());
@@ -234,6 +236,25 @@ impl Rebuilder {
                 Err(error)
             }
         }
+    }
+}
+
+/// The rebuild's outcome, a panic in it included: one that unwound out of a
+/// detached rebuild would leave its progress REBUILDING, and every later
+/// rebuild refused as already running, until the projector restarts.
+async fn unwound(
+    rebuild: impl std::future::Future<Output = Result<(), RebuildError>>,
+) -> Result<(), RebuildError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(rebuild).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(RebuildError::Panicked(
+            panic
+                .downcast_ref::<&str>()
+                .map(|message| (*message).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "with a value that is not text".to_owned()),
+        )),
     }
 }
 
@@ -283,4 +304,54 @@ pub(crate) async fn count_below(pool: &PgPool, horizon: &str) -> Result<u64, sql
     .fetch_one(pool)
     .await?;
     Ok(count as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settle(rebuild: impl std::future::Future<Output = Result<(), RebuildError>>) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        match runtime.block_on(unwound(rebuild)) {
+            Err(RebuildError::Panicked(message)) => message,
+            other => panic!("expected a panic, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rebuild_that_panics_fails_with_the_panics_message() {
+        let bug = "a bug";
+        assert_eq!(
+            settle(async move {
+                if !bug.is_empty() {
+                    panic!("the fold met {bug}");
+                }
+                Ok(())
+            }),
+            "the fold met a bug"
+        );
+        assert_eq!(
+            settle(async {
+                if bug.is_empty() {
+                    return Ok(());
+                }
+                panic!("a static message")
+            }),
+            "a static message"
+        );
+    }
+
+    #[test]
+    fn a_rebuild_that_returns_keeps_its_outcome() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        assert!(runtime.block_on(unwound(async { Ok(()) })).is_ok());
+        assert!(matches!(
+            runtime.block_on(unwound(async { Err(RebuildError::FoldStopped) })),
+            Err(RebuildError::FoldStopped)
+        ));
+    }
 }
