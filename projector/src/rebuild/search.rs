@@ -154,17 +154,28 @@ async fn page_of_posts(pool: &PgPool, after: Uuid) -> Result<Vec<PostRow>, sqlx:
     .await
 }
 
-/// Posts whose row is not what was indexed (or that were not indexed).
+/// Posts whose row is not what was indexed (or that were not indexed):
+/// found by version and `public` alone, then only those read whole (the
+/// swap pauses the live indexer; reading every body again took seconds).
 async fn posts_changed(pool: &PgPool, indexed: &Indexed) -> Result<Vec<PostRow>, sqlx::Error> {
-    let mut changed = Vec::new();
-    let mut after = Uuid::nil();
-    loop {
-        let rows = page_of_posts(pool, after).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.id;
+    let states: Vec<(Uuid, i32, bool)> = sqlx::query_as("SELECT id, version, public FROM posts")
+        .fetch_all(pool)
+        .await?;
+    let ids: Vec<Uuid> = states
+        .into_iter()
+        .filter(|(id, version, public)| indexed.get(id) != Some(&(*version, *public)))
+        .map(|(id, ..)| id)
+        .collect();
+    let mut changed = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(PAGE as usize) {
         changed.extend(
-            rows.into_iter()
-                .filter(|row| indexed.get(&row.id) != Some(&(row.version, row.is_public()))),
+            sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {} FROM posts WHERE id = ANY($1)",
+                posts::COLUMNS
+            )))
+            .bind(chunk)
+            .fetch_all(pool)
+            .await?,
         );
     }
     Ok(changed)
@@ -194,10 +205,31 @@ fn write(
     indexed: &mut Indexed,
 ) -> PostIndex {
     for row in &rows {
-        indexed.insert(row.id, (row.version, row.is_public()));
-        index.upsert(row.id, schema.post_document(row));
+        let document = schema.post_document(row);
+        put(
+            &mut index,
+            indexed,
+            row.id,
+            (row.version, row.is_public()),
+            document,
+        );
     }
     index
+}
+
+/// `indexed` is what this generation holds: a stream it has no document
+/// for is added without a delete (which tantivy looks up in every segment).
+fn put(
+    index: &mut PostIndex,
+    indexed: &mut Indexed,
+    id: Uuid,
+    reflects: (i32, bool),
+    document: tantivy::TantivyDocument,
+) {
+    match indexed.insert(id, reflects) {
+        None => index.add_new(document),
+        Some(_) => index.upsert(id, document),
+    }
 }
 
 fn write_markers(
@@ -207,8 +239,13 @@ fn write_markers(
     indexed: &mut Indexed,
 ) -> PostIndex {
     for (id, version) in markers {
-        indexed.insert(id, (version, false));
-        index.upsert(id, schema.marker(id, version));
+        put(
+            &mut index,
+            indexed,
+            id,
+            (version, false),
+            schema.marker(id, version),
+        );
     }
     index
 }

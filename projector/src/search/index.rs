@@ -82,6 +82,15 @@ impl PostIndex {
         self.pending += 1;
     }
 
+    /// Adds the document of stream `id` to an index that has none for it (a
+    /// new generation, built once per stream): no delete to look up in
+    /// every segment flushed so far.
+    pub fn add_new(&mut self, document: TantivyDocument) {
+        // An add only fails when the writer has already failed; commit reports that.
+        let _ = self.writer.add_document(document);
+        self.pending += 1;
+    }
+
     /// Makes the changes durable and visible, with the checkpoint they reach.
     pub fn commit(&mut self, checkpoint: &IndexCheckpoint) -> Result<(), SearchIndexError> {
         let mut prepared = self.writer.prepare_commit()?;
