@@ -15,6 +15,8 @@ pub struct ReplayRun {
     pub events_per_second: f64,
     /// Per projection: seconds from its start to its swap.
     pub projections: Vec<(String, f64)>,
+    /// Per projection, its phases and the seconds each took.
+    pub phases: Vec<(String, Vec<(String, f64)>)>,
 }
 
 pub async fn rebuild_all(projector_url: &str, service_token: &str) -> anyhow::Result<ReplayRun> {
@@ -70,11 +72,25 @@ pub async fn rebuild_all(projector_url: &str, service_token: &str) -> anyhow::Re
                 took.num_milliseconds() as f64 / 1000.0,
             ))
         };
+        let phases = |entry: &Value| -> Option<(String, Vec<(String, f64)>)> {
+            let timings = entry["phases"]
+                .as_array()?
+                .iter()
+                .filter_map(|phase| {
+                    Some((
+                        phase["phase"].as_str()?.to_owned(),
+                        phase["seconds"].as_f64()?,
+                    ))
+                })
+                .collect();
+            Some((entry["projection"].as_str()?.to_owned(), timings))
+        };
         return Ok(ReplayRun {
             events,
             seconds,
             events_per_second: events as f64 / seconds,
             projections: progress.iter().filter_map(timed).collect(),
+            phases: progress.iter().filter_map(phases).collect(),
         });
     }
 }

@@ -369,6 +369,13 @@ impl Bench {
                 writes.lag.p99_ms,
                 writes.never_visible
             );
+            for (projection, phases) in &replayed.phases {
+                let phases: Vec<String> = phases
+                    .iter()
+                    .map(|(phase, seconds)| format!("{phase} {seconds:.1} s"))
+                    .collect();
+                eprintln!("  {projection}: {}", phases.join(", "));
+            }
             rates.push(replayed.events_per_second);
             visibility_p99s.push(writes.lag.p99_ms);
             never_visible += writes.never_visible;

@@ -67,6 +67,12 @@ async fn main() -> anyhow::Result<()> {
                         ", now live"
                     },
                 );
+                let phases: Vec<String> = done
+                    .phases
+                    .iter()
+                    .map(|phase| format!("{} {:.1} s", phase.phase, phase.seconds))
+                    .collect();
+                println!("  {}", phases.join(", "));
             }
         }
         Command::Redrive { url } => {

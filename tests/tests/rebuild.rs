@@ -111,14 +111,44 @@ async fn a_rebuild_swaps_in_while_queries_and_writes_go_on() {
         })
     };
 
-    app.rebuilder()
+    let read_models = app
+        .rebuilder()
         .run(Projection::ReadModels, RebuildOptions { swap: true })
         .await
         .unwrap();
-    app.rebuilder()
+    let search = app
+        .rebuilder()
         .run(Projection::Search, RebuildOptions { swap: true })
         .await
         .unwrap();
+    // Where each rebuild's time went, phase by phase, to its end.
+    let phases = |progress: &projector::rebuild::Progress| -> Vec<String> {
+        progress.phases.iter().map(|p| p.phase.clone()).collect()
+    };
+    assert_eq!(
+        phases(&read_models),
+        [
+            "starting",
+            "reading the event store",
+            "indexing the new tables",
+            "catching up",
+            "verifying against the live read models",
+            "swapping"
+        ]
+    );
+    assert_eq!(
+        phases(&search),
+        ["starting", "reading the read models", "swapping"]
+    );
+    let timed: f64 = read_models.phases.iter().map(|p| p.seconds).sum();
+    let took = (read_models.finished_at.unwrap() - read_models.started_at.unwrap())
+        .num_milliseconds() as f64
+        / 1000.0;
+    assert!(
+        read_models.phases.iter().all(|p| p.seconds >= 0.0) && timed <= took + 0.05,
+        "{:?} in {took} s",
+        read_models.phases
+    );
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
         reader.await.unwrap();

@@ -66,6 +66,16 @@ pub struct Progress {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// Each phase so far and how long it took (the last one until now, or
+    /// until the rebuild ended): where a rebuild's time goes.
+    #[serde(default)]
+    pub phases: Vec<PhaseTime>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +188,10 @@ impl Rebuilder {
                 projection: projection.name().to_owned(),
                 state: "REBUILDING".to_owned(),
                 phase: "starting".to_owned(),
+                phases: vec![PhaseTime {
+                    phase: "starting".to_owned(),
+                    seconds: 0.0,
+                }],
                 started_at: Some(Utc::now()),
                 ..Progress::default()
             },
@@ -207,6 +221,8 @@ impl Rebuilder {
             }
         })
         .await;
+        // The last phase's time, to the end.
+        tracker.update(|_| {});
         if result.is_err() && projection == Projection::ReadModels {
             // A half-built copy would keep rows (and the text of people
             // erased since) that nothing updates any more.
@@ -275,12 +291,24 @@ impl Tracker {
             if seconds > 0.0 {
                 progress.events_per_second = progress.processed as f64 / seconds;
             }
+            // The phase under way began where the ones before it ended.
+            if let Some((current, before)) = progress.phases.split_last_mut() {
+                let ended: f64 = before.iter().map(|phase| phase.seconds).sum();
+                current.seconds = (seconds - ended).max(0.0);
+            }
         }
     }
 
     pub(crate) fn phase(&self, phase: &str) {
         tracing::info!(projection = self.projection, phase, "rebuild phase");
-        self.update(|progress| progress.phase = phase.to_owned());
+        self.update(|_| {});
+        self.update(|progress| {
+            progress.phase = phase.to_owned();
+            progress.phases.push(PhaseTime {
+                phase: phase.to_owned(),
+                seconds: 0.0,
+            });
+        });
     }
 
     pub(crate) fn total(&self, total: u64) {
@@ -341,6 +369,37 @@ mod tests {
             }),
             "a static message"
         );
+    }
+
+    #[test]
+    fn each_phase_is_timed_from_where_the_one_before_it_ended() {
+        let rebuilder_progress = Arc::new(Mutex::new(BTreeMap::new()));
+        rebuilder_progress.lock().unwrap().insert(
+            "read_models",
+            Progress {
+                phases: vec![PhaseTime {
+                    phase: "starting".to_owned(),
+                    seconds: 0.0,
+                }],
+                ..Progress::default()
+            },
+        );
+        let tracker = Tracker {
+            progress: rebuilder_progress.clone(),
+            projection: "read_models",
+            started: Instant::now(),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tracker.phase("loading");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        tracker.processed(10);
+        let progress = rebuilder_progress.lock().unwrap()["read_models"].clone();
+        let names: Vec<&str> = progress.phases.iter().map(|p| p.phase.as_str()).collect();
+        assert_eq!(names, ["starting", "loading"]);
+        assert!(progress.phases[0].seconds >= 0.02, "{:?}", progress.phases);
+        assert!(progress.phases[1].seconds >= 0.03, "{:?}", progress.phases);
+        let total: f64 = progress.phases.iter().map(|p| p.seconds).sum();
+        assert!(total <= tracker.started.elapsed().as_secs_f64());
     }
 
     #[test]
