@@ -301,6 +301,8 @@ impl Tracker {
 
     pub(crate) fn phase(&self, phase: &str) {
         tracing::info!(projection = self.projection, phase, "rebuild phase");
+        // Two steps: the first ends the phase under way at its true time,
+        // the second starts the next one from there.
         self.update(|_| {});
         self.update(|progress| {
             progress.phase = phase.to_owned();

@@ -82,9 +82,9 @@ impl PostIndex {
         self.pending += 1;
     }
 
-    /// Adds the document of stream `id` to an index that has none for it (a
-    /// new generation, built once per stream): no delete to look up in
-    /// every segment flushed so far.
+    /// Adds a document for a stream this index has none for (a new
+    /// generation, built once per stream): no delete to look up in every
+    /// segment flushed so far.
     pub fn add_new(&mut self, document: TantivyDocument) {
         // An add only fails when the writer has already failed; commit reports that.
         let _ = self.writer.add_document(document);
