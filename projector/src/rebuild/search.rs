@@ -168,15 +168,7 @@ async fn posts_changed(pool: &PgPool, indexed: &Indexed) -> Result<Vec<PostRow>,
         .collect();
     let mut changed = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(PAGE as usize) {
-        changed.extend(
-            sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {} FROM posts WHERE id = ANY($1)",
-                posts::COLUMNS
-            )))
-            .bind(chunk)
-            .fetch_all(pool)
-            .await?,
-        );
+        changed.extend(posts::by_ids(pool, chunk).await?);
     }
     Ok(changed)
 }
