@@ -78,6 +78,16 @@ pub struct PhaseTime {
     pub seconds: f64,
 }
 
+impl PhaseTime {
+    /// A phase that begins now (`Tracker::update` keeps its time).
+    fn begun(phase: &str) -> PhaseTime {
+        PhaseTime {
+            phase: phase.to_owned(),
+            seconds: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
     #[error("a rebuild of {0} is already running")]
@@ -188,10 +198,7 @@ impl Rebuilder {
                 projection: projection.name().to_owned(),
                 state: "REBUILDING".to_owned(),
                 phase: "starting".to_owned(),
-                phases: vec![PhaseTime {
-                    phase: "starting".to_owned(),
-                    seconds: 0.0,
-                }],
+                phases: vec![PhaseTime::begun("starting")],
                 started_at: Some(Utc::now()),
                 ..Progress::default()
             },
@@ -306,10 +313,7 @@ impl Tracker {
         self.update(|_| {});
         self.update(|progress| {
             progress.phase = phase.to_owned();
-            progress.phases.push(PhaseTime {
-                phase: phase.to_owned(),
-                seconds: 0.0,
-            });
+            progress.phases.push(PhaseTime::begun(phase));
         });
     }
 
@@ -379,10 +383,7 @@ mod tests {
         rebuilder_progress.lock().unwrap().insert(
             "read_models",
             Progress {
-                phases: vec![PhaseTime {
-                    phase: "starting".to_owned(),
-                    seconds: 0.0,
-                }],
+                phases: vec![PhaseTime::begun("starting")],
                 ..Progress::default()
             },
         );
