@@ -187,11 +187,10 @@ pub async fn measure_until(
 /// Records when each stream's first event arrives on the topic, from the
 /// topic's end (a group of its own, so the services' offsets are untouched).
 async fn tap(bus: &Bus, seen: Arc<Mutex<Seen>>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let consumer: StreamConsumer = chronicle_platform::kafka::client_config(&bus.brokers)
+    let consumer: StreamConsumer = chronicle_platform::kafka::consumer_config(&bus.brokers)
         .set("group.id", format!("bench-lag-{}", Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")
-        .set("fetch.wait.max.ms", "5")
         .create()?;
     consumer.subscribe(&[bus.topic.as_str()])?;
     // Commands sent before the partitions are assigned would be missed.

@@ -100,7 +100,7 @@ pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<
 
 /// The topic's messages as they are, undecoded.
 pub async fn read_raw_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<RawMessage> {
-    let consumer: StreamConsumer = chronicle_platform::kafka::client_config(&brokers())
+    let consumer: StreamConsumer = chronicle_platform::kafka::consumer_config(&brokers())
         .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

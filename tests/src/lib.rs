@@ -18,7 +18,7 @@ pub use app::{ServiceHandle, TestApp, TestOptions, wait_ready};
 pub use database::{TestDatabase, begin_outage, end_outage};
 pub use graphql::{GraphqlResponse, RegisteredUser, Session};
 pub use kafka::{
-    BusMessage, RawMessage, TestTopic, publish, publish_row, read_raw_topic, read_topic,
+    BusMessage, RawMessage, TestTopic, brokers, publish, publish_row, read_raw_topic, read_topic,
 };
 pub use process::ServiceProcess;
 

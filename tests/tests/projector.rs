@@ -220,3 +220,66 @@ async fn an_unreadable_message_redelivered_is_one_dead_letter() {
         .unwrap();
     assert_eq!(letters, 1);
 }
+
+/// Consumers long-poll (`FETCH_WAIT_MAX_MS`) so an idle one costs the broker
+/// little; that must cost no latency: the broker answers a waiting fetch as
+/// soon as a message arrives. Checked with a wait far longer than any
+/// delivery, so only a fetch that runs its whole wait could fail it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waiting_on_an_idle_topic_gets_a_new_message_without_waiting_its_fetch_out() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const LONG_WAIT: Duration = Duration::from_secs(10);
+    let topic = chronicle_tests::TestTopic::create(1).await;
+    let brokers = chronicle_tests::brokers();
+    let consumer: StreamConsumer = chronicle_platform::kafka::consumer_config(&brokers)
+        .set("group.id", format!("test-long-poll-{}", Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", LONG_WAIT.as_millis().to_string())
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic.name]).unwrap();
+    let consumer = std::sync::Arc::new(consumer);
+    let receiving = tokio::spawn({
+        let consumer = consumer.clone();
+        async move {
+            let message = consumer.recv().await.map(|message| message.detach());
+            (message, tokio::time::Instant::now())
+        }
+    });
+    // The consumer joins, finds the topic empty and parks a fetch.
+    let joining = tokio::time::Instant::now();
+    while consumer.assignment().unwrap().count() == 0 {
+        assert!(
+            joining.elapsed() < Duration::from_secs(30),
+            "never assigned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let producer: FutureProducer = chronicle_platform::kafka::client_config(&brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topic.name).key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let sent = tokio::time::Instant::now();
+    let (message, received) = tokio::time::timeout(LONG_WAIT * 2, receiving)
+        .await
+        .expect("the message arrives")
+        .unwrap();
+    assert_eq!(
+        rdkafka::Message::payload(&message.unwrap()),
+        Some(&b"v"[..])
+    );
+    let waited = received.saturating_duration_since(sent);
+    assert!(
+        waited < LONG_WAIT / 2,
+        "the message waited {waited:?}: the fetch ran out its wait"
+    );
+}

@@ -279,11 +279,9 @@ async fn follow(
     shared: &SharedIndex,
     shutdown: &CancellationToken,
 ) -> Result<(), IndexerError> {
-    let consumer: StreamConsumer = chronicle_platform::kafka::client_config(&settings.brokers)
+    let consumer: StreamConsumer = chronicle_platform::kafka::consumer_config(&settings.brokers)
         .set("group.id", format!("chronicle-search-{}", Uuid::now_v7()))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "10")
         .create()?;
     assign(&consumer, settings, shared).await?;
     loop {
