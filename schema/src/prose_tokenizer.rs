@@ -8,8 +8,8 @@
 //! exactly those of `en_stem`, so indexes built with either read alike.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
+use foldhash::{HashMap, HashMapExt};
 use tantivy::Index;
 use tantivy::tokenizer::{
     LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer, Token, TokenFilter, TokenStream,

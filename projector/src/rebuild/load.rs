@@ -17,14 +17,13 @@
 //! (`PostRow::is_public`, `CommentRow::counts`): a property test keeps the two
 //! equal.
 
-use std::collections::{HashMap, HashSet};
-
 use chronicle_schema::events::StoredEventRow;
 use chronicle_schema::privacy::Keyring;
 use chronicle_schema::read_models::comments::{self, CommentRow};
 use chronicle_schema::read_models::posts::{self, Author, PostRow};
 use chronicle_schema::read_models::users::{self, UserRow};
 use chronicle_schema::{DomainEvent, RecordedEvent};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use futures::TryStreamExt;
 use sqlx::PgConnection;
 use uuid::Uuid;
