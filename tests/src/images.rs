@@ -162,10 +162,21 @@ impl TestApp {
                 let path = entry.path();
                 if path.is_dir() {
                     walk(&path, found);
-                } else {
+                } else if !is_staging(&path) {
                     found.push(path);
                 }
             }
+        }
+        // A write in progress, or one a killed process left behind:
+        // object_store's local store writes `<name>#<digits>` and renames it
+        // into place, and lists no such file as an object.
+        fn is_staging(path: &std::path::Path) -> bool {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.rsplit_once('#'))
+                .is_some_and(|(_, suffix)| {
+                    !suffix.is_empty() && suffix.bytes().all(|byte| byte.is_ascii_digit())
+                })
         }
         let mut found = Vec::new();
         walk(&self.object_store_dir.join(prefix), &mut found);
