@@ -173,7 +173,7 @@ impl TestApp {
         fn is_staging(path: &std::path::Path) -> bool {
             path.file_name()
                 .and_then(|name| name.to_str())
-                .and_then(|name| name.rsplit_once('#'))
+                .and_then(|name| name.split_once('#'))
                 .is_some_and(|(_, suffix)| {
                     !suffix.is_empty() && suffix.bytes().all(|byte| byte.is_ascii_digit())
                 })

@@ -41,12 +41,16 @@ async fn command(app: &TestApp, url: &str, session: &Session, command: Value) ->
 }
 
 /// A command sent as a careful client sends it: with an idempotency key,
-/// and again with the same key while the service answers UNAVAILABLE (an
+/// and once more with the same key if the service answers UNAVAILABLE (an
 /// overloaded machine can time a request out waiting for a connection;
 /// the key makes a retry of one that did commit return its first outcome).
+/// Once only: a lock-order regression (deadlocks, also UNAVAILABLE) must
+/// not hide behind retries; the service already appends a failed batch's
+/// commands one by one.
 async fn command_retried(app: &TestApp, session: &Session, command: Value) -> Value {
     let key = Uuid::now_v7().to_string();
-    for _ in 0..5 {
+    let mut reply = Value::Null;
+    for _ in 0..2 {
         let response = app
             .http
             .post(format!("{}/v1/commands", app.command_url()))
@@ -59,13 +63,13 @@ async fn command_retried(app: &TestApp, session: &Session, command: Value) -> Va
             .send()
             .await
             .unwrap();
-        let reply: Value = response.json().await.unwrap();
+        reply = response.json().await.unwrap();
         if reply["code"] != "UNAVAILABLE" {
             return reply;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    panic!("still unavailable after five attempts");
+    reply
 }
 
 /// Only published posts take comments: a comment and an unpublish of its

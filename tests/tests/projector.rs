@@ -240,6 +240,30 @@ async fn a_consumer_waiting_on_an_idle_topic_gets_a_new_message_without_waiting_
         .create()
         .unwrap();
     consumer.subscribe(&[&topic.name]).unwrap();
+    let producer: FutureProducer = chronicle_platform::kafka::client_config(&brokers)
+        .create()
+        .unwrap();
+    let produce = |payload: &'static str| {
+        let (producer, topic) = (&producer, &topic.name);
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key("k").payload(payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // A first message, received: the consumer has joined, has its offset
+    // and fetches. Then it finds the topic empty and parks a fetch.
+    produce("first").await;
+    let first = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("the first message arrives")
+        .unwrap();
+    assert_eq!(rdkafka::Message::payload(&first), Some(&b"first"[..]));
+    drop(first);
     let consumer = std::sync::Arc::new(consumer);
     let receiving = tokio::spawn({
         let consumer = consumer.clone();
@@ -248,34 +272,16 @@ async fn a_consumer_waiting_on_an_idle_topic_gets_a_new_message_without_waiting_
             (message, tokio::time::Instant::now())
         }
     });
-    // The consumer joins, finds the topic empty and parks a fetch.
-    let joining = tokio::time::Instant::now();
-    while consumer.assignment().unwrap().count() == 0 {
-        assert!(
-            joining.elapsed() < Duration::from_secs(30),
-            "never assigned"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let producer: FutureProducer = chronicle_platform::kafka::client_config(&brokers)
-        .create()
-        .unwrap();
-    producer
-        .send(
-            FutureRecord::to(&topic.name).key("k").payload("v"),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    produce("second").await;
     let sent = tokio::time::Instant::now();
     let (message, received) = tokio::time::timeout(LONG_WAIT * 2, receiving)
         .await
-        .expect("the message arrives")
+        .expect("the second message arrives")
         .unwrap();
     assert_eq!(
         rdkafka::Message::payload(&message.unwrap()),
-        Some(&b"v"[..])
+        Some(&b"second"[..])
     );
     let waited = received.saturating_duration_since(sent);
     assert!(
