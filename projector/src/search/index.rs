@@ -77,9 +77,7 @@ impl PostIndex {
     pub fn upsert(&mut self, id: Uuid, document: TantivyDocument) {
         self.writer
             .delete_term(Term::from_field_text(self.schema.id, &id.to_string()));
-        // An add only fails when the writer has already failed; commit reports that.
-        let _ = self.writer.add_document(document);
-        self.pending += 1;
+        self.add_new(document);
     }
 
     /// Adds a document for a stream this index has none for (a new
