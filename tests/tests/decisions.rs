@@ -26,14 +26,20 @@ async fn position_of(app: &TestApp, stream_id: Uuid, event_type: &str) -> Option
 
 /// Sends a command straight to one command-service.
 async fn command(app: &TestApp, url: &str, session: &Session, command: Value) -> Value {
+    let envelope = json!({
+        "commandId": Uuid::now_v7(), "correlationId": Uuid::now_v7(), "command": command,
+    });
+    send(app, url, session, &envelope).await
+}
+
+/// Posts a command envelope to the command API at `url`; its reply.
+async fn send(app: &TestApp, url: &str, session: &Session, envelope: &Value) -> Value {
     let response = app
         .http
         .post(format!("{url}/v1/commands"))
         .header("x-service-token", &app.command_api_token)
         .bearer_auth(&session.access_token)
-        .json(&json!({
-            "commandId": Uuid::now_v7(), "correlationId": Uuid::now_v7(), "command": command,
-        }))
+        .json(envelope)
         .send()
         .await
         .unwrap();
@@ -51,19 +57,11 @@ async fn command_retried(app: &TestApp, session: &Session, command: Value) -> Va
     let key = Uuid::now_v7().to_string();
     let mut reply = Value::Null;
     for _ in 0..2 {
-        let response = app
-            .http
-            .post(format!("{}/v1/commands", app.command_url()))
-            .header("x-service-token", &app.command_api_token)
-            .bearer_auth(&session.access_token)
-            .json(&json!({
-                "commandId": Uuid::now_v7(), "correlationId": Uuid::now_v7(),
-                "idempotencyKey": key, "command": command,
-            }))
-            .send()
-            .await
-            .unwrap();
-        reply = response.json().await.unwrap();
+        let envelope = json!({
+            "commandId": Uuid::now_v7(), "correlationId": Uuid::now_v7(),
+            "idempotencyKey": key, "command": command,
+        });
+        reply = send(app, app.command_url(), session, &envelope).await;
         if reply["code"] != "UNAVAILABLE" {
             return reply;
         }
