@@ -82,16 +82,18 @@ pub enum IndexerError {
 
 /// Opens the live generation (creating generation 1 for a new index).
 pub fn open_live(layout: &IndexLayout, topic: &str) -> Result<LiveIndex, SearchIndexError> {
-    let generation = match layout.current()? {
-        Some(generation) => generation,
+    // A new index keeps the writer that created it. Dropping it and opening
+    // again could find the writer's lock still held: a process forked in
+    // that moment (tests spawn services) shares the lock file's descriptor
+    // until it execs, and the second open failed with LockBusy.
+    let index = match layout.current()? {
+        Some(generation) => PostIndex::open(layout, generation)?,
         None => {
             let index = PostIndex::open(layout, 1)?;
-            drop(index);
             layout.set_current(1)?;
-            1
+            index
         }
     };
-    let index = PostIndex::open(layout, generation)?;
     let checkpoint = index.checkpoint()?;
     // A checkpoint of another topic says nothing about this one.
     let (offsets, applied_position) = if checkpoint.topic == topic {
