@@ -22,6 +22,15 @@ pub use kafka::{
 };
 pub use process::ServiceProcess;
 
+/// A random test's seed: `CHRONICLE_SEED` when set (to rerun a failure),
+/// else a new one.
+pub fn random_seed() -> u64 {
+    std::env::var("CHRONICLE_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
 /// Polls `condition` until it holds or `timeout` passes (no fixed sleeps).
 pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut condition: F)
 where

@@ -1,11 +1,15 @@
 //! The event store's optimistic concurrency, against real Postgres.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chronicle_schema::events::{UserDeactivated, UserEvent, UserProfileUpdated};
 use chronicle_schema::{DomainEvent, EventMetadata, StreamType};
-use chronicle_tests::{TestApp, TestOptions};
+use chronicle_tests::{TestApp, TestDatabase, TestOptions};
 use command_service::event_store::{self, AppendContext, StoreError};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -336,4 +340,256 @@ async fn the_previous_releases_single_append_still_appends_and_checks_its_versio
     .await
     .unwrap();
     assert_eq!(versions, vec![1, 2]);
+}
+
+/// What a random batch may draw from: few streams, values and keys, so that
+/// commands of one batch often meet (one stream, one value, one key) and
+/// often do not.
+struct Pools {
+    streams: Vec<Uuid>,
+    actor: Uuid,
+    open_session: Uuid,
+    ended_session: Uuid,
+}
+
+const VALUES: &[&str] = &["a", "b", "c", "d", "e"];
+const KEYS: &[&str] = &["k1", "k2", "k3"];
+
+/// Where the commands of a random batch may meet; they meet nowhere else.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Meeting {
+    Nowhere,
+    /// Two append to one stream.
+    Streams,
+    /// One reads a stream another appends to.
+    Reads,
+    /// One unique value is a candidate of two.
+    Values,
+    /// Two send one idempotency key.
+    Keys,
+}
+
+/// A random append on `pools`, at the stream's current version mostly. It
+/// avoids what `taken` holds (streams appended to or read, values and keys
+/// of the batch so far) except where `meeting` allows, and records its own.
+fn random_append(
+    rng: &mut StdRng,
+    pools: &Pools,
+    versions: &HashMap<Uuid, i32>,
+    taken: &mut HashSet<String>,
+    meeting: Meeting,
+    round: usize,
+) -> Option<event_store::Append> {
+    // Values and keys are new every five rounds (once claimed or used they
+    // can only be taken or replayed), and now and then from the five before.
+    let epoch = |rng: &mut StdRng| round / 5 - usize::from(round >= 5 && rng.random_ratio(1, 4));
+    let free = |taken: &HashSet<String>, allowed: Meeting, name: String| {
+        meeting == allowed || !taken.contains(&name)
+    };
+    let version_of = |rng: &mut StdRng, stream: Uuid| {
+        let current = versions.get(&stream).copied().unwrap_or(0);
+        if rng.random_ratio(4, 5) {
+            current
+        } else {
+            rng.random_range(0..=current + 1)
+        }
+    };
+    let stream = **pools
+        .streams
+        .iter()
+        .filter(|stream| {
+            free(taken, Meeting::Streams, format!("stream {stream}"))
+                && free(taken, Meeting::Reads, format!("read {stream}"))
+        })
+        .collect::<Vec<_>>()
+        .choose(rng)?;
+    let mut append = renamed_by(stream, version_of(rng, stream), "random");
+    for _ in 0..rng.random_range(0..3) {
+        // Where reads may meet appends, mostly a stream appended to already.
+        let appended: Vec<Uuid> = pools
+            .streams
+            .iter()
+            .copied()
+            .filter(|stream| taken.contains(&format!("stream {stream}")))
+            .collect();
+        let read = match appended.choose(rng) {
+            Some(appended) if meeting == Meeting::Reads && rng.random_ratio(3, 4) => *appended,
+            _ => *pools.streams.choose(rng).expect("streams"),
+        };
+        if read == stream || !free(taken, Meeting::Reads, format!("stream {read}")) {
+            continue;
+        }
+        if append.reads.iter().all(|known| known.stream_id != read) {
+            append.reads.push(event_store::Read {
+                stream_id: read,
+                version: version_of(rng, read),
+                lock: event_store::Lock::Shared,
+            });
+        }
+    }
+    taken.insert(format!("stream {stream}"));
+    // Many may read a stream; none may read one another appends to.
+    append.reads.sort_by_key(|read| read.stream_id);
+    for read in &append.reads {
+        taken.insert(format!("read {}", read.stream_id));
+    }
+    // Where they may meet, every command claims a value or sends a key.
+    if meeting == Meeting::Values || rng.random_ratio(1, 2) {
+        let (count, epoch) = (rng.random_range(1..=3), epoch(rng));
+        let candidates: Vec<String> = VALUES
+            .choose_multiple(rng, count)
+            .map(|value| format!("{epoch}{value}"))
+            .filter(|value| free(taken, Meeting::Values, format!("value {value}")))
+            .collect();
+        if !candidates.is_empty() {
+            taken.extend(candidates.iter().map(|value| format!("value {value}")));
+            append.claims.push(event_store::Claim {
+                kind: "random",
+                candidates,
+                field: rng.random_ratio(1, 2).then_some("displayName"),
+            });
+        }
+    }
+    if meeting == Meeting::Keys || rng.random_ratio(1, 2) {
+        let key = format!("{}{}", epoch(rng), KEYS.choose(rng).expect("keys"));
+        if free(taken, Meeting::Keys, format!("key {key}")) {
+            taken.insert(format!("key {key}"));
+            append.idempotency = Some(event_store::Idempotency {
+                caller: "random".into(),
+                key,
+                fingerprint: ["one", "two"].choose(rng).expect("two").to_string(),
+                ttl_seconds: 3600,
+            });
+        }
+    }
+    append.metadata.actor_id = Some(pools.actor);
+    append.session = match rng.random_range(0..10) {
+        0 => Some(pools.ended_session),
+        1..5 => Some(pools.open_session),
+        _ => None,
+    };
+    if rng.random_ratio(1, 3) {
+        append.events.push(DomainEvent::User(UserEvent::Deactivated(
+            UserDeactivated {},
+        )));
+    }
+    Some(append)
+}
+
+/// Everything an append writes, in a comparable form (event ids are drawn
+/// per call).
+async fn written(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT format('event %s v%s %s %s %s', stream_id, version, event_type, payload, command_id)
+             FROM event_store.events
+         UNION ALL
+         SELECT format('claim %s %s %s', kind, value, stream_id) FROM event_store.unique_claims
+         UNION ALL
+         SELECT format('key %s %s %s %s', caller, key, request_hash, response)
+             FROM event_store.idempotency_keys
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Random batches committed together end exactly as the same appends made
+/// one after another, in the same order: each outcome (appended, stale,
+/// taken, replayed, key reused, session ended) and everything written
+/// (events, claims, idempotency records). A fifth of the batches are
+/// commands that cannot see each other's writes (checked and written as one
+/// set); in each other fifth they meet in one way (checked in turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_batches_end_as_the_same_appends_made_one_after_another() {
+    let seed = chronicle_tests::random_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (together, alone) = (TestDatabase::create().await, TestDatabase::create().await);
+    let (together, alone) = (together.pool(), alone.pool());
+    let pools = Pools {
+        streams: (0..8).map(|_| Uuid::now_v7()).collect(),
+        actor: Uuid::now_v7(),
+        open_session: Uuid::now_v7(),
+        ended_session: Uuid::now_v7(),
+    };
+    for pool in [&together, &alone] {
+        sqlx::query(
+            "INSERT INTO auth.sessions (id, user_id, revoked_at)
+             VALUES ($1, $3, NULL), ($2, $3, now())",
+        )
+        .bind(pools.open_session)
+        .bind(pools.ended_session)
+        .bind(pools.actor)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let mut outcomes_seen = HashSet::new();
+    for round in 0..150 {
+        let versions: HashMap<Uuid, i32> = sqlx::query_as(
+            "SELECT stream_id, max(version) FROM event_store.events GROUP BY stream_id",
+        )
+        .fetch_all(&alone)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        let meeting = [
+            Meeting::Nowhere,
+            Meeting::Streams,
+            Meeting::Reads,
+            Meeting::Values,
+            Meeting::Keys,
+        ][round % 5];
+        let mut taken = HashSet::new();
+        let batch: Vec<event_store::Append> = (0..rng.random_range(1..=6))
+            .filter_map(|_| random_append(&mut rng, &pools, &versions, &mut taken, meeting, round))
+            .collect();
+        let batch: Vec<&event_store::Append> = batch.iter().collect();
+
+        let committed_together = event_store::append_batch(&together, &batch)
+            .await
+            .unwrap_or_else(|error| panic!("CHRONICLE_SEED={seed}, round {round}: {error}"));
+        let mut one_after_another = Vec::new();
+        for append in &batch {
+            one_after_another.push(event_store::append_decision(&alone, append).await);
+        }
+        let describe = |outcomes: &[Result<event_store::Appended, StoreError>]| {
+            outcomes
+                .iter()
+                .map(|outcome| format!("{outcome:?}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            describe(&committed_together),
+            describe(&one_after_another),
+            "CHRONICLE_SEED={seed}, round {round} ({meeting:?})"
+        );
+        outcomes_seen.extend(committed_together.iter().map(|outcome| match outcome {
+            Ok(event_store::Appended::Appended { .. }) => "appended",
+            Ok(event_store::Appended::Stale { .. }) => "stale",
+            Ok(event_store::Appended::Taken(_)) => "taken",
+            Ok(event_store::Appended::Replayed(_)) => "replayed",
+            Ok(event_store::Appended::KeyReused) => "key reused",
+            Ok(event_store::Appended::SessionEnded) => "session ended",
+            Err(_) => "failed",
+        }));
+        assert_eq!(
+            written(&together).await,
+            written(&alone).await,
+            "CHRONICLE_SEED={seed}, round {round} ({meeting:?})"
+        );
+    }
+    assert_eq!(
+        outcomes_seen,
+        HashSet::from([
+            "appended",
+            "stale",
+            "taken",
+            "replayed",
+            "key reused",
+            "session ended"
+        ]),
+        "CHRONICLE_SEED={seed}: every outcome is drawn"
+    );
 }

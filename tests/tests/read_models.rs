@@ -87,10 +87,7 @@ async fn apply_partition(pool: PgPool, events: Vec<RecordedEvent>, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_histories_applied_live_by_concurrent_appliers_equal_a_rebuild_on_every_column() {
-    let run: u64 = std::env::var("CHRONICLE_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(rand::random);
+    let run = chronicle_tests::random_seed();
     for case in 0..5 {
         let seed = run.wrapping_add(case);
         let database = TestDatabase::create().await;

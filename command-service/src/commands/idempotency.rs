@@ -1,7 +1,7 @@
 //! Idempotency keys: a retried command with the same key and caller returns
 //! the first outcome and appends nothing.
 //!
-//! The append statement (`event_store.append_batch`) looks the key up and records
+//! The append statement (`event_store.append_set`) looks the key up and records
 //! it; concurrent requests with one key are serialised there by a
 //! transaction-scoped advisory lock on (caller, key), taken before anything
 //! is read (advisory locks assign no transaction id: the relay's order holds).

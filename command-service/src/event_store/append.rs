@@ -1,5 +1,5 @@
 //! The append statement: what one command's decision checks and writes,
-//! and `event_store.append_batch`, which checks and writes many of them in
+//! and `event_store.append_set`, which checks and writes many of them in
 //! one statement (one command's alone, or a group commit's).
 
 use chronicle_schema::privacy::{self, SubjectKey};
@@ -210,8 +210,8 @@ pub struct StoredOutcome {
 /// Checks what the decision read and appends its events, in one statement:
 /// one round trip, whatever the command. It is a batch of one, so every
 /// append takes its locks in the one order and is checked by the same code
-/// (`event_store.append_batch` and `append_locked`, schema/migrations 0012;
-/// see them for what is checked, and in which order).
+/// (`event_store.append_set`, schema/migrations 0015, and `append_locked`,
+/// 0012, which says what is checked, and in which order).
 pub async fn append_decision(
     executor: impl sqlx::PgExecutor<'_>,
     append: &Append,
@@ -238,7 +238,7 @@ fn store_error(error: sqlx::Error, base_version: i32) -> StoreError {
     }
 }
 
-/// One append's row of what `event_store.append_batch` answers.
+/// One append's row of what `event_store.append_set` answers.
 struct OutcomeRow {
     outcome: String,
     version: Option<i32>,
@@ -282,7 +282,7 @@ fn outcome(append: &Append, row: &OutcomeRow) -> Result<Appended, StoreError> {
     Ok(outcome)
 }
 
-/// The appends, flattened into the columns `event_store.append_batch` takes.
+/// The appends, flattened into the columns `event_store.append_set` takes.
 #[derive(Default)]
 struct Columns {
     stream: Vec<Uuid>,
@@ -368,8 +368,11 @@ type BatchRow = (
     Option<serde_json::Value>,
 );
 
-/// One statement for all of `appends`; an outcome for each, in order. An
-/// error fails them all (nothing is written).
+/// One statement for all of `appends`; an outcome for each, in order, as if
+/// they were appended one after another. An error fails them all (nothing
+/// is written). Commands that cannot see each other's writes are checked
+/// and written as one set; a batch where one may is run in turn
+/// (`event_store.append_set`).
 pub async fn append_batch(
     executor: impl sqlx::PgExecutor<'_>,
     appends: &[&Append],
@@ -378,8 +381,8 @@ pub async fn append_batch(
     // Not `query!`: arrays with NULL elements are bound as `Vec<Option<_>>`.
     let rows: Vec<BatchRow> = sqlx::query_as(
         "SELECT command, outcome, version, detail, stored
-             FROM event_store.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+             FROM event_store.append_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
     )
     .bind(&columns.stream)
     .bind(&columns.stream_type)

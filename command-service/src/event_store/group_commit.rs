@@ -1,10 +1,11 @@
 //! Group commit: appends that arrive while others are in flight share one
-//! statement and one transaction (`event_store.append_batch`): one round
+//! statement and one transaction (`event_store.append_set`): one round
 //! trip, one commit and one WAL flush for all of them, where each alone
 //! would pay its own.
 //!
-//! The batch runs each append's own checks in turn, so the outcome is that
-//! of running them one after another (a second append to a stream in the
+//! The outcome is that of running them one after another: appends that
+//! cannot see each other's writes are checked and written as one set, and a
+//! batch where one may is run in turn (a second append to a stream in the
 //! same batch finds it moved on, and is decided again). Before any of them
 //! writes, the batch takes every lock they will take, in the one global
 //! order (idempotency keys, streams, then the unique values they may claim):
