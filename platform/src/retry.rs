@@ -42,12 +42,24 @@ impl Backoff {
 
     /// Waits the next delay; false when `shutdown` came first.
     pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.delay();
-        self.next = (self.next * 2).min(self.max);
+        let delay = self.advance();
         tokio::select! {
             () = shutdown.cancelled() => false,
             () = tokio::time::sleep(delay) => true,
         }
+    }
+
+    /// Sleeps the next delay on this thread, for blocking code (an async
+    /// task waits with `wait`, which also hears a shutdown).
+    pub fn sleep_blocking(&mut self) {
+        std::thread::sleep(self.advance());
+    }
+
+    /// The next delay, and the one after it doubled.
+    fn advance(&mut self) -> Duration {
+        let delay = self.delay();
+        self.next = (self.next * 2).min(self.max);
+        delay
     }
 }
 

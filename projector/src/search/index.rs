@@ -1,17 +1,27 @@
 //! One generation of the post index, opened for writing.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
+use chronicle_platform::retry::Backoff;
 use chronicle_schema::search_schema::{IndexCheckpoint, IndexLayout, PostIndexSchema};
 use sha2::{Digest, Sha256};
 use tantivy::collector::DocSetCollector;
+use tantivy::directory::error::LockError;
 use tantivy::query::AllQuery;
 use tantivy::schema::{OwnedValue, Value};
-use tantivy::{Index, IndexWriter, TantivyDocument, Term};
+use tantivy::{Index, IndexWriter, TantivyDocument, TantivyError, Term};
 use uuid::Uuid;
 
 /// The writer's memory budget: small, the machine runs everything on 2 cores.
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long opening a writer waits for the index's lock to be let go. A
+/// writer just dropped can leave it held for a moment: a process forked
+/// then (the tests spawn services while others open indexes) shares the
+/// lock file's descriptor until it execs. Held longer, it is another
+/// writer's, and opening fails.
+const LOCK_BUSY_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchIndexError {
@@ -34,6 +44,20 @@ pub struct PostIndex {
     pending: usize,
 }
 
+/// The index's writer, once its lock is free (see `LOCK_BUSY_PATIENCE`).
+fn writer(index: &Index) -> Result<IndexWriter, SearchIndexError> {
+    let deadline = Instant::now() + LOCK_BUSY_PATIENCE;
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+    loop {
+        match index.writer_with_num_threads(1, WRITER_HEAP_BYTES) {
+            Err(TantivyError::LockFailure(LockError::LockBusy, _)) if Instant::now() < deadline => {
+                backoff.sleep_blocking();
+            }
+            writer => return Ok(writer?),
+        }
+    }
+}
+
 impl PostIndex {
     /// Opens `generation` under `layout`, creating it if it does not exist.
     pub fn open(layout: &IndexLayout, generation: u64) -> Result<PostIndex, SearchIndexError> {
@@ -43,7 +67,7 @@ impl PostIndex {
         let mmap = tantivy::directory::MmapDirectory::open(&directory)?;
         let index = Index::open_or_create(mmap, schema.schema.clone())?;
         chronicle_schema::prose_tokenizer::register(&index);
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
+        let writer = writer(&index)?;
         Ok(PostIndex {
             index,
             writer,
@@ -152,5 +176,33 @@ impl PostIndex {
             hasher.update(fields.as_bytes());
         }
         Ok(format!("{:x}", hasher.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_waits_for_a_writer_let_go_a_moment_later_but_not_for_one_still_held() {
+        let directory = std::env::temp_dir().join(format!("chronicle-lock-{}", Uuid::new_v4()));
+        let layout = IndexLayout::new(&directory);
+        let held = PostIndex::open(&layout, 1).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        assert!(PostIndex::open(&layout, 1).is_ok());
+        letting_go.join().unwrap();
+
+        let _held = PostIndex::open(&layout, 1).unwrap();
+        assert!(matches!(
+            PostIndex::open(&layout, 1),
+            Err(SearchIndexError::Tantivy(TantivyError::LockFailure(
+                LockError::LockBusy,
+                _
+            )))
+        ));
+        let _ = std::fs::remove_dir_all(&directory);
     }
 }

@@ -82,10 +82,8 @@ pub enum IndexerError {
 
 /// Opens the live generation (creating generation 1 for a new index).
 pub fn open_live(layout: &IndexLayout, topic: &str) -> Result<LiveIndex, SearchIndexError> {
-    // A new index keeps the writer that created it. Dropping it and opening
-    // again could find the writer's lock still held: a process forked in
-    // that moment (tests spawn services) shares the lock file's descriptor
-    // until it execs, and the second open failed with LockBusy.
+    // A new index keeps the writer that created it: dropping it and opening
+    // again would wait out the lock window `PostIndex::open` describes.
     let index = match layout.current()? {
         Some(generation) => PostIndex::open(layout, generation)?,
         None => {
