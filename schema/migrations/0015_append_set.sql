@@ -80,6 +80,14 @@ SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN
+    -- As `append_batch` checks it: an event or read given for no command
+    -- would be dropped silently, and its command answered as appended.
+    IF EXISTS (SELECT 1 FROM unnest(e_command) AS e(command)
+               WHERE e.command IS NULL OR e.command NOT BETWEEN 1 AND cardinality(c_stream))
+       OR EXISTS (SELECT 1 FROM unnest(r_command) AS r(command)
+                  WHERE r.command IS NULL OR r.command NOT BETWEEN 1 AND cardinality(c_stream)) THEN
+        RAISE EXCEPTION 'append_set: an event or read names no command of the batch';
+    END IF;
     PERFORM event_store.lock_batch(c_stream, c_claims, c_caller, c_key, r_stream, r_lock);
     IF event_store.batch_is_entangled(c_stream, c_claims, c_caller, c_key, r_command, r_stream) THEN
         -- Takes the same locks again: held already, each is a counter bump.
@@ -118,14 +126,14 @@ BEGIN
         CROSS JOIN LATERAL jsonb_array_elements(coalesce(c.claims, '[]'::jsonb))
              WITH ORDINALITY AS item(claim, ord)
         LEFT JOIN LATERAL (
-            SELECT v.value, v.at, v.holder
-            FROM (SELECT candidate.value, candidate.at,
-                         (SELECT u.stream_id FROM event_store.unique_claims u
-                          WHERE u.kind = item.claim->>'kind' AND u.value = candidate.value) AS holder
-                  FROM jsonb_array_elements_text(item.claim->'candidates')
-                       WITH ORDINALITY AS candidate(value, at)) v
-            WHERE v.holder IS NULL OR v.holder = c.stream
-            ORDER BY v.at
+            SELECT candidate.value, candidate.at, held.holder
+            FROM jsonb_array_elements_text(item.claim->'candidates')
+                 WITH ORDINALITY AS candidate(value, at)
+            LEFT JOIN LATERAL (SELECT u.stream_id AS holder FROM event_store.unique_claims u
+                               WHERE u.kind = item.claim->>'kind' AND u.value = candidate.value
+                               LIMIT 1) held ON true
+            WHERE held.holder IS NULL OR held.holder = c.stream
+            ORDER BY candidate.at
             LIMIT 1) free ON true
     ),
     read_state AS (
@@ -134,7 +142,9 @@ BEGIN
         CROSS JOIN LATERAL (SELECT coalesce(max(e.version), 0) AS version
                             FROM event_store.events e WHERE e.stream_id = r.stream) cur
     ),
-    decided AS (
+    -- Materialized: `result` reads `taken` and `session_ended` more than
+    -- once, and inlined, each read would run its subquery again.
+    decided AS MATERIALIZED (
         SELECT c.*, k.request_hash, k.response, stale.stream AS stale_stream,
                stale.current AS stale_version, target.current AS target_version,
                (SELECT string_agg(cl.kind, ',' ORDER BY cl.ord) FROM claim cl

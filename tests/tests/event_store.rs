@@ -423,9 +423,23 @@ fn random_append(
             append.reads.push(event_store::Read {
                 stream_id: read,
                 version: version_of(rng, read),
-                lock: event_store::Lock::Shared,
+                lock: *[
+                    event_store::Lock::Shared,
+                    event_store::Lock::Exclusive,
+                    event_store::Lock::None,
+                ]
+                .choose(rng)
+                .expect("locks"),
             });
         }
+    }
+    // A command that read its target lists it, at the version it decided on.
+    if rng.random_ratio(1, 4) {
+        append.reads.push(event_store::Read {
+            stream_id: stream,
+            version: append.base_version,
+            lock: event_store::Lock::Exclusive,
+        });
     }
     taken.insert(format!("stream {stream}"));
     // Many may read a stream; none may read one another appends to.
@@ -443,6 +457,15 @@ fn random_append(
             .collect();
         if !candidates.is_empty() {
             taken.extend(candidates.iter().map(|value| format!("value {value}")));
+            // Now and then a second kind, of its own values, written
+            // into the event too.
+            if rng.random_ratio(1, 4) {
+                append.claims.push(event_store::Claim {
+                    kind: "other",
+                    candidates: candidates.iter().map(|value| format!("{value}!")).collect(),
+                    field: rng.random_ratio(1, 2).then_some("bio"),
+                });
+            }
             append.claims.push(event_store::Claim {
                 kind: "random",
                 candidates,
@@ -458,7 +481,8 @@ fn random_append(
                 caller: "random".into(),
                 key,
                 fingerprint: ["one", "two"].choose(rng).expect("two").to_string(),
-                ttl_seconds: 3600,
+                // Now and then expired as soon as it is written.
+                ttl_seconds: if rng.random_ratio(1, 5) { 0 } else { 3600 },
             });
         }
     }
@@ -477,8 +501,19 @@ fn random_append(
 }
 
 /// Everything an append writes, in a comparable form (event ids are drawn
-/// per call).
+/// per call). Each stream's events must be in version order on the bus, so
+/// in the store's position order.
 async fn written(pool: &sqlx::PgPool) -> Vec<String> {
+    let out_of_order: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT position, lag(position) OVER (PARTITION BY stream_id ORDER BY version) AS before
+             FROM event_store.events) e
+         WHERE e.before > e.position",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(out_of_order, 0, "a stream's events out of position order");
     sqlx::query_scalar(
         "SELECT format('event %s v%s %s %s %s', stream_id, version, event_type, payload, command_id)
              FROM event_store.events
@@ -550,9 +585,13 @@ async fn random_batches_end_as_the_same_appends_made_one_after_another() {
         let committed_together = event_store::append_batch(&together, &batch)
             .await
             .unwrap_or_else(|error| panic!("CHRONICLE_SEED={seed}, round {round}: {error}"));
+        // The reference: each alone, checked and written in turn.
         let mut one_after_another = Vec::new();
         for append in &batch {
-            one_after_another.push(event_store::append_decision(&alone, append).await);
+            let mut outcome = event_store::append_in_turn(&alone, &[append])
+                .await
+                .unwrap_or_else(|error| panic!("CHRONICLE_SEED={seed}, round {round}: {error}"));
+            one_after_another.push(outcome.pop().expect("an outcome"));
         }
         let describe = |outcomes: &[Result<event_store::Appended, StoreError>]| {
             outcomes

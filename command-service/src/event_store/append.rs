@@ -377,42 +377,62 @@ pub async fn append_batch(
     executor: impl sqlx::PgExecutor<'_>,
     appends: &[&Append],
 ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    batch_statement(executor, appends, "append_set").await
+}
+
+/// As `append_batch`, each command checked and written in turn
+/// (`event_store.append_batch`, which the previous release calls): the
+/// reference the set-based statement is tested against.
+pub async fn append_in_turn(
+    executor: impl sqlx::PgExecutor<'_>,
+    appends: &[&Append],
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    batch_statement(executor, appends, "append_batch").await
+}
+
+async fn batch_statement(
+    executor: impl sqlx::PgExecutor<'_>,
+    appends: &[&Append],
+    function: &'static str,
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
     let columns = Columns::of(appends);
     // Not `query!`: arrays with NULL elements are bound as `Vec<Option<_>>`.
-    let rows: Vec<BatchRow> = sqlx::query_as(
+    // `function` is one of two names fixed above, never input.
+    let statement = format!(
         "SELECT command, outcome, version, detail, stored
-             FROM event_store.append_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-    )
-    .bind(&columns.stream)
-    .bind(&columns.stream_type)
-    .bind(&columns.base)
-    .bind(&columns.command)
-    .bind(&columns.correlation)
-    .bind(&columns.actor)
-    .bind(&columns.metadata)
-    .bind(&columns.session)
-    .bind(&columns.claims)
-    .bind(&columns.caller)
-    .bind(&columns.key)
-    .bind(&columns.fingerprint)
-    .bind(&columns.ttl)
-    .bind(&columns.event_command)
-    .bind(&columns.event_id)
-    .bind(&columns.event_type)
-    .bind(&columns.schema_version)
-    .bind(&columns.payload)
-    .bind(&columns.read_command)
-    .bind(&columns.read_stream)
-    .bind(&columns.read_version)
-    .bind(&columns.read_lock)
-    .fetch_all(executor)
-    .await
-    .map_err(|error| match appends {
-        // Alone, a lost race is this append's own: its caller decides again.
-        [append] => store_error(error, append.base_version),
-        _ => error.into(),
-    })?;
+             FROM event_store.{function}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+    );
+    let rows: Vec<BatchRow> = sqlx::query_as(sqlx::AssertSqlSafe(statement))
+        .bind(&columns.stream)
+        .bind(&columns.stream_type)
+        .bind(&columns.base)
+        .bind(&columns.command)
+        .bind(&columns.correlation)
+        .bind(&columns.actor)
+        .bind(&columns.metadata)
+        .bind(&columns.session)
+        .bind(&columns.claims)
+        .bind(&columns.caller)
+        .bind(&columns.key)
+        .bind(&columns.fingerprint)
+        .bind(&columns.ttl)
+        .bind(&columns.event_command)
+        .bind(&columns.event_id)
+        .bind(&columns.event_type)
+        .bind(&columns.schema_version)
+        .bind(&columns.payload)
+        .bind(&columns.read_command)
+        .bind(&columns.read_stream)
+        .bind(&columns.read_version)
+        .bind(&columns.read_lock)
+        .fetch_all(executor)
+        .await
+        .map_err(|error| match appends {
+            // Alone, a lost race is this append's own: its caller decides again.
+            [append] => store_error(error, append.base_version),
+            _ => error.into(),
+        })?;
     if rows.len() != appends.len() {
         return Err(StoreError::Malformed(format!(
             "a batch of {} appends answered {} outcomes",

@@ -12,7 +12,7 @@ mod group_commit;
 
 pub use append::{
     Append, Appended, Claim, Idempotency, Lock, Read, Sealing, StoredOutcome, append_batch,
-    append_decision,
+    append_decision, append_in_turn,
 };
 pub use group_commit::GroupCommit;
 
