@@ -80,8 +80,10 @@ pub struct Config {
     pub relay_batch_size: i64,
 
     /// How many group commits may be in flight at once (appends that arrive
-    /// meanwhile wait, and share the next one).
-    #[arg(long, env = "APPEND_COMMIT_WORKERS", default_value_t = 4)]
+    /// meanwhile wait, and share the next one). Two, since a batch's
+    /// independent commands are one set: fewer, larger batches went further
+    /// than more, smaller ones (BENCHMARKS.md: 2 against 4 and 8).
+    #[arg(long, env = "APPEND_COMMIT_WORKERS", default_value_t = 2)]
     pub append_commit_workers: usize,
 
     /// Failed logins per account, or per client, before RATE_LIMITED.
