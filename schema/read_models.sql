@@ -63,7 +63,10 @@ CREATE TABLE posts (
 CREATE INDEX posts_published_idx ON posts (published_at, id) WHERE public;
 CREATE INDEX posts_updated_idx ON posts (updated_at, id) WHERE NOT deleted;
 CREATE INDEX posts_comment_count_idx ON posts (comment_count, id) WHERE public;
-CREATE INDEX posts_author_idx ON posts (author_id, published_at, id) WHERE NOT deleted;
+-- An author's posts, deleted ones too: their lists (which filter out the
+-- deleted), and every recount and copy by author on the projector's live path,
+-- which a partial index could not serve (each would scan the whole table).
+CREATE INDEX posts_author_idx ON posts (author_id, published_at, id);
 CREATE INDEX posts_tags_idx ON posts USING GIN (tags);
 -- The posts an image (by content hash) appears in, for serving it.
 CREATE INDEX posts_images_idx ON posts USING GIN (images jsonb_path_ops);

@@ -189,7 +189,8 @@ pub async fn recount(connection: &mut PgConnection, ids: &[Uuid]) -> Result<(), 
                     (SELECT count(*) FROM comments WHERE author_id = ids.id AND NOT deleted)::int AS comments
              FROM UNNEST($1::uuid[]) AS ids(id)
            ) counted
-           WHERE u.id = counted.id
+           -- Restated on `u`: without it the planner hashes the whole table.
+           WHERE u.id = ANY($1) AND u.id = counted.id
              AND (u.post_count, u.comment_count) IS DISTINCT FROM (counted.posts, counted.comments)"#,
         ids
     )
