@@ -111,7 +111,17 @@ impl Relay {
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
-        let mut connection = self.settings.database.connect().await?;
+        // The relay writes only its lease and cursor, whose loss in a crash
+        // of the server costs republishing (duplicates), never an event. Not
+        // waiting for their WAL flush keeps the relay's fsyncs out of the
+        // appends' way: they shared one WAL writer.
+        let mut connection = self
+            .settings
+            .database
+            .clone()
+            .options([("synchronous_commit", "off")])
+            .connect()
+            .await?;
         let mut lease = loop {
             if let Some(lease) = Lease::acquire(&mut connection, self.instance).await? {
                 break lease;
