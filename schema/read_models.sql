@@ -61,12 +61,17 @@ CREATE TABLE posts (
                            (status = 'PUBLISHED' AND NOT deleted AND author_active) STORED
 );
 CREATE INDEX posts_published_idx ON posts (published_at, id) WHERE public;
-CREATE INDEX posts_updated_idx ON posts (updated_at, id) WHERE NOT deleted;
+-- Public posts by last change. Public only: with drafts in it, the newest
+-- changes (drafts being written) were walked past before any public post.
+CREATE INDEX posts_updated_idx ON posts (updated_at, id) WHERE public;
 CREATE INDEX posts_comment_count_idx ON posts (comment_count, id) WHERE public;
 -- An author's posts, deleted ones too: their lists (which filter out the
 -- deleted), and every recount and copy by author on the projector's live path,
 -- which a partial index could not serve (each would scan the whole table).
 CREATE INDEX posts_author_idx ON posts (author_id, published_at, id);
+-- Drafts, newest change first (the moderators' queue): walking the updated
+-- index instead reads past every newer published post.
+CREATE INDEX posts_drafts_idx ON posts (updated_at, id) WHERE status = 'DRAFT' AND NOT deleted;
 CREATE INDEX posts_tags_idx ON posts USING GIN (tags);
 -- The posts an image (by content hash) appears in, for serving it.
 CREATE INDEX posts_images_idx ON posts USING GIN (images jsonb_path_ops);

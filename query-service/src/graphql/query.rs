@@ -38,7 +38,7 @@ pub struct PostFilter {
 }
 
 impl PostOrder {
-    fn order(self) -> Order {
+    pub fn order(self) -> Order {
         match self {
             PostOrder::PublishedAtDesc => Order {
                 column: "published_at",
