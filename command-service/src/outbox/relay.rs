@@ -164,8 +164,16 @@ impl Relay {
             )
             .await?;
             let Some((last, _)) = batch.last() else {
-                if !in_flight.is_empty() {
-                    acknowledged(&mut connection, &mut in_flight, &lease, Wait::All).await?;
+                if let Some(oldest) = in_flight.front_mut() {
+                    // Nothing new to read: wait for Kafka to acknowledge the
+                    // oldest batch (settled at the top of the loop), but read
+                    // again at once when a commit wakes the relay, rather
+                    // than keep that commit waiting for the acknowledgements.
+                    tokio::select! {
+                        acknowledged = oldest.wait() => acknowledged?,
+                        () = self.wake.notified() => {}
+                        () = shutdown.cancelled() => {}
+                    }
                     continue;
                 }
                 tokio::select! {
@@ -208,9 +216,14 @@ impl Sent {
         Ok(true)
     }
 
+    /// Waits until every delivery is acknowledged. Cancel-safe: a delivery
+    /// leaves the queue only once its acknowledgement is in hand, so a wait
+    /// given up never counts an unacknowledged one as done.
     async fn wait(&mut self) -> Result<(), RelayError> {
-        while let Some((delivery, _span)) = self.deliveries.pop_front() {
-            delivered(delivery.await)?;
+        while let Some((delivery, _span)) = self.deliveries.front_mut() {
+            let outcome = delivery.await;
+            self.deliveries.pop_front();
+            delivered(outcome)?;
         }
         Ok(())
     }
