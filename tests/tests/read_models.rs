@@ -144,11 +144,25 @@ const BYSTANDERS: i64 = 3_000;
 /// statistics see no single author or tag owning the table). A selective
 /// statement about the history never reads them.
 async fn add_bystanders(pool: &PgPool) {
-    for statement in [
+    sqlx::query(
         "INSERT INTO read.users (id, handle, display_name, email, role, joined_at, updated_at, version)
          SELECT gen_random_uuid(), 'bystander-' || n, 'Bystander', 'bystander-' || n || '@example.com',
                 'USER', now(), now(), 1
          FROM generate_series(1, $1) AS n",
+    )
+    .bind(BYSTANDERS)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO read.stream_versions (stream_id, version, position)
+         SELECT gen_random_uuid(), 1, 0 FROM generate_series(1, $1) AS n",
+    )
+    .bind(BYSTANDERS)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(
         "INSERT INTO read.posts (id, slug, title, body, excerpt, status, tags, author_id,
                                  author_handle, author_display_name, comment_count, created_at,
                                  updated_at, published_at, version)
@@ -158,20 +172,15 @@ async fn add_bystanders(pool: &PgPool) {
                 CASE status WHEN 'DRAFT' THEN now() + interval '1 hour' ELSE now() END,
                 CASE status WHEN 'DRAFT' THEN NULL ELSE now() END, 2
          FROM read.users u, (VALUES ('PUBLISHED'), ('DRAFT')) AS statuses(status)
-         WHERE u.handle LIKE 'bystander-%' AND $1 > 0",
-        "INSERT INTO read.comments (id, post_id, author_id, body, created_at, version)
+         WHERE u.handle LIKE 'bystander-%';
+         INSERT INTO read.comments (id, post_id, author_id, body, created_at, version)
          SELECT gen_random_uuid(), p.id, p.author_id, 'B', now(), 1
-         FROM read.posts p WHERE p.slug LIKE 'bystander-%' AND p.status = 'PUBLISHED' AND $1 > 0",
-        "INSERT INTO read.stream_versions (stream_id, version, position)
-         SELECT gen_random_uuid(), 1, 0 FROM generate_series(1, $1) AS n",
-    ] {
-        sqlx::query(statement)
-            .bind(BYSTANDERS)
-            .execute(pool)
-            .await
-            .unwrap();
-    }
-    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+         FROM read.posts p WHERE p.slug LIKE 'bystander-%' AND p.status = 'PUBLISHED';
+         ANALYZE;",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// Per read-model table, the rows and index entries this transaction has

@@ -113,9 +113,8 @@ impl Relay {
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         // The relay writes only its lease and cursor, whose loss in a crash
         // of the server or a failover costs republishing (duplicates), never
-        // an event. Not
-        // waiting for their WAL flush keeps the relay's fsyncs out of the
-        // appends' way: they shared one WAL writer.
+        // an event. Not waiting for their WAL flush keeps the relay's fsyncs
+        // out of the appends' way: they shared one WAL writer.
         let mut connection = self
             .settings
             .database
