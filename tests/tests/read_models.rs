@@ -249,25 +249,6 @@ async fn the_live_path_reads_only_the_rows_a_batch_is_about() {
     );
 }
 
-/// How many rows and index entries a plan's scans read (EXPLAIN ANALYZE).
-fn rows_scanned(plan: &serde_json::Value) -> i64 {
-    let count = |key: &str| plan[key].as_f64().unwrap_or(0.0);
-    let own = if plan["Node Type"]
-        .as_str()
-        .is_some_and(|node| node.ends_with("Scan"))
-    {
-        let read = count("Actual Rows")
-            + count("Rows Removed by Filter")
-            + count("Rows Removed by Index Recheck");
-        (read * count("Actual Loops")) as i64
-    } else {
-        0
-    };
-    own + plan["Plans"]
-        .as_array()
-        .map_or(0, |plans| plans.iter().map(rows_scanned).sum())
-}
-
 /// A page of any post list, either way from either end or from a cursor,
 /// reads about a page: never every post of its scope, as a sort of the
 /// whole scope or a filter no index serves would.
@@ -353,21 +334,18 @@ async fn every_page_of_posts_reads_a_page_not_the_table() {
         PostOrder::UpdatedAtDesc,
         PostOrder::CommentCountDesc,
     ];
-    let mut connection = pool.acquire().await.unwrap();
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&mut *connection)
+    let mut transaction = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *transaction)
         .await
         .unwrap();
     let mut too_much = Vec::new();
     for (name, scope, drafts) in &scopes {
         for order in orders {
-            // Drafts have no publication time: their lists go by the last change.
-            if *drafts
-                && matches!(
-                    order,
-                    PostOrder::PublishedAtDesc | PostOrder::PublishedAtAsc
-                )
-            {
+            // Drafts have no publication time: their lists go by the last
+            // change. Known and left: by comment count, drafts are sorted
+            // whole (no index orders them so).
+            if *drafts && order != PostOrder::UpdatedAtDesc {
                 continue;
             }
             let middle = match order {
@@ -375,15 +353,10 @@ async fn every_page_of_posts_reads_a_page_not_the_table() {
                 _ => SortKey::Time(Some(Utc::now() - chrono::Duration::minutes(1))),
             };
             let mut pages = vec![(true, None), (false, None)];
-            // Known and left: by comment count, drafts are sorted whole (no
-            // index orders them so), and a narrow scope (an author, a tag)
-            // from a cursor deep in the counts walks the comment-count index
-            // past every post with fewer comments.
-            let by_count = matches!(order, PostOrder::CommentCountDesc);
-            if by_count && *drafts {
-                continue;
-            }
-            if !(by_count && *name != "public") {
+            // Known and left: a narrow scope (an author, a tag) by comment
+            // count from a cursor deep in the counts walks the comment-count
+            // index past every post with fewer comments.
+            if !(order == PostOrder::CommentCountDesc && *name != "public") {
                 pages.push((true, Some((middle.clone(), Uuid::max()))));
                 pages.push((false, Some((middle, Uuid::nil()))));
             }
@@ -393,27 +366,25 @@ async fn every_page_of_posts_reads_a_page_not_the_table() {
                     size: 20,
                     cursor: cursor.clone(),
                 };
-                let plan: serde_json::Value = posts_statement(
-                    "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id",
-                    scope,
-                    order.order(),
-                    &page,
-                )
-                .build_query_scalar()
-                .fetch_one(&mut *connection)
-                .await
-                .unwrap();
-                let read = rows_scanned(&plan[0]["Plan"]);
-                if read >= BYSTANDERS {
-                    too_much.push(format!(
-                        "{name}, {order:?}, forward {forward}, cursor {}: {read} rows",
-                        cursor.is_some()
-                    ));
+                let before = rows_read(&mut transaction).await;
+                posts_statement("SELECT id", scope, order.order(), &page)
+                    .build()
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .unwrap();
+                for (table, read) in rows_read(&mut transaction).await {
+                    let read = read - before.get(&table).copied().unwrap_or(0);
+                    if read >= BYSTANDERS {
+                        too_much.push(format!(
+                            "{name}, {order:?}, forward {forward}, cursor {}: {read} of {table}",
+                            cursor.is_some()
+                        ));
+                    }
                 }
             }
         }
     }
-    drop(connection);
+    drop(transaction);
     pool.close().await;
     TestDatabase::drop_now(&database.name).await;
     assert!(

@@ -184,7 +184,7 @@ pub async fn posts(
 }
 
 /// The statement of a page of posts, selecting `select` (public so that a
-/// test can ask Postgres how it runs each list).
+/// test can run each list on a connection of its own and count what it read).
 pub fn posts_statement(
     select: &str,
     scope: &PostScope,
