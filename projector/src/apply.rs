@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::dead_letters::{self, Letter};
 use crate::locks::{self, Facts};
-use crate::read_models::{PROJECTION, SWAP_LOCK_KEY};
+use crate::read_models::{PROJECTION, begin_live};
 
 /// One message of a batch.
 #[derive(Debug)]
@@ -160,12 +160,9 @@ pub async fn apply_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Outcome, A
 }
 
 async fn attempt(pool: &PgPool, batch: &[Incoming], isolate: bool) -> Result<Outcome, ApplyError> {
-    let mut transaction = pool.begin().await?;
-    // Shared with other batches; a rebuild's swap takes it exclusively, so no
-    // batch straddles the moment the read models are replaced.
-    sqlx::query!("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
-        .execute(&mut *transaction)
-        .await?;
+    // The swap lock, shared with other batches; a rebuild's swap takes it
+    // exclusively, so no batch straddles the moment the read models are replaced.
+    let mut transaction = begin_live(pool).await?;
     let outcome = if isolate {
         apply_isolated(&mut transaction, batch, LIVE).await?
     } else {
@@ -352,22 +349,39 @@ impl Batch {
             ids.dedup();
             ids
         };
+        // A row is written with its stream's version, in one transaction,
+        // and neither is ever deleted: a stream with no version has no row
+        // to read (a new stream, most of a batch under load).
+        let stored = |ids: &[Uuid]| -> Vec<Uuid> {
+            ids.iter()
+                .filter(|id| self.versions.contains_key(id))
+                .copied()
+                .collect()
+        };
         let (user_ids, post_ids, comment_ids) = (
             of(StreamType::User),
             of(StreamType::Post),
             of(StreamType::Comment),
         );
+        let (stored_users, stored_posts, stored_comments) =
+            (stored(&user_ids), stored(&post_ids), stored(&comment_ids));
         self.users = user_ids.iter().map(|id| (*id, None)).collect();
-        for row in users::by_ids(&mut *connection, &user_ids).await? {
-            self.users.insert(row.id, Some(row));
+        if !stored_users.is_empty() {
+            for row in users::by_ids(&mut *connection, &stored_users).await? {
+                self.users.insert(row.id, Some(row));
+            }
         }
         self.posts = post_ids.iter().map(|id| (*id, None)).collect();
-        for row in posts::by_ids(&mut *connection, &post_ids).await? {
-            self.posts.insert(row.id, Some(row));
+        if !stored_posts.is_empty() {
+            for row in posts::by_ids(&mut *connection, &stored_posts).await? {
+                self.posts.insert(row.id, Some(row));
+            }
         }
         self.comments = comment_ids.iter().map(|id| (*id, None)).collect();
-        for row in comments::by_ids(&mut *connection, &comment_ids).await? {
-            self.comments.insert(row.id, Some(row));
+        if !stored_comments.is_empty() {
+            for row in comments::by_ids(&mut *connection, &stored_comments).await? {
+                self.comments.insert(row.id, Some(row));
+            }
         }
         Ok(())
     }
@@ -683,19 +697,18 @@ impl Batch {
             dead_letters::record(connection, PROJECTION, letter).await?;
         }
         let ids = |set: &BTreeSet<Uuid>| set.iter().copied().collect::<Vec<_>>();
-        posts::copy_authors(
+        posts::refresh(
             connection,
             &ids(&self.copy_authors),
             &ids(&self.copy_to_posts),
+            &ids(&self.recount_posts),
         )
         .await?;
-        posts::recount(connection, &ids(&self.recount_posts)).await?;
         comments::recount(connection, &ids(&self.recount_comments)).await?;
         users::recount(connection, &ids(&self.recount_users)).await?;
         let tag_names: Vec<String> = self.recount_tags.iter().cloned().collect();
         tags::recount(connection, &tag_names).await?;
-        save_versions(connection, &self.versions, &self.moved).await?;
-        if self.mode.announce {
+        let notes = if self.mode.announce {
             // A swap replaces every table: readers must forget every row.
             let rows = self.mode.lock.then(|| self.touched());
             let announced = if self.mode.refold {
@@ -713,8 +726,11 @@ impl Batch {
             } else {
                 self.announced
             };
-            announce(connection, announced, rows).await?;
-        }
+            announcement(announced, rows)
+        } else {
+            Vec::new()
+        };
+        save_versions(connection, &self.versions, &self.moved, &notes).await?;
         Ok(self.outcome)
     }
 
@@ -772,10 +788,13 @@ fn release<Row>(
     }
 }
 
+/// Saves the versions that moved and sends `notes` (delivered if and when
+/// the transaction commits), in one statement.
 async fn save_versions(
     connection: &mut PgConnection,
     versions: &HashMap<Uuid, Applied>,
     moved: &HashSet<Uuid>,
+    notes: &[String],
 ) -> Result<(), sqlx::Error> {
     let (mut ids, mut numbers, mut positions) = (Vec::new(), Vec::new(), Vec::new());
     for (stream_id, applied) in versions.iter().filter(|(id, _)| moved.contains(id)) {
@@ -783,20 +802,30 @@ async fn save_versions(
         numbers.push(applied.version);
         positions.push(applied.position);
     }
-    if ids.is_empty() {
+    if ids.is_empty() && notes.is_empty() {
         return Ok(());
     }
+    // A data-modifying WITH runs once whether or not it is read; the
+    // notifications go out in their order (rows before events).
     sqlx::query!(
-        r#"INSERT INTO stream_versions (stream_id, version, position)
-           SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[])
-           ON CONFLICT (stream_id) DO UPDATE
-             SET version = EXCLUDED.version, position = EXCLUDED.position, applied_at = now()
-             WHERE stream_versions.version < EXCLUDED.version"#,
+        r#"WITH saved AS (
+             INSERT INTO stream_versions (stream_id, version, position)
+             SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[])
+             ON CONFLICT (stream_id) DO UPDATE
+               SET version = EXCLUDED.version, position = EXCLUDED.position, applied_at = now()
+               WHERE stream_versions.version < EXCLUDED.version
+           )
+           SELECT count(pg_notify($4, note)) AS "sent!"
+           FROM (SELECT note FROM UNNEST($5::text[]) WITH ORDINALITY AS notes(note, n)
+                 ORDER BY n) ordered"#,
         &ids,
         &numbers,
-        &positions
+        &positions,
+        CHANNEL,
+        notes
     )
-    .execute(connection)
+    .fetch_one(connection)
+    .instrument(tracing::debug_span!("save_versions"))
     .await?;
     Ok(())
 }
@@ -838,22 +867,27 @@ pub async fn announce_replaced(connection: &mut PgConnection) -> Result<(), sqlx
     announce(connection, Vec::new(), None).await
 }
 
-/// Tells listeners (query-service) what this transaction applied; Postgres
-/// delivers the notifications only if and when it commits.
+/// What this transaction applied, as the payloads that tell listeners
+/// (query-service); none when there is nothing to say.
+fn announcement(events: Vec<AppliedEvent>, rows: Option<Touched>) -> Vec<String> {
+    if events.is_empty() && rows.as_ref().is_some_and(Touched::is_empty) {
+        return Vec::new();
+    }
+    Projected {
+        projection: PROJECTION.to_owned(),
+        events,
+        rows,
+    }
+    .into_payloads()
+}
+
+/// Tells listeners, delivered if and when the transaction commits.
 async fn announce(
     connection: &mut PgConnection,
     events: Vec<AppliedEvent>,
     rows: Option<Touched>,
 ) -> Result<(), sqlx::Error> {
-    if events.is_empty() && rows.as_ref().is_some_and(Touched::is_empty) {
-        return Ok(());
-    }
-    let projected = Projected {
-        projection: PROJECTION.to_owned(),
-        events,
-        rows,
-    };
-    for payload in projected.into_payloads() {
+    for payload in announcement(events, rows) {
         sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, payload)
             .execute(&mut *connection)
             .instrument(tracing::debug_span!("announce"))

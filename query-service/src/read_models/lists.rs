@@ -6,7 +6,7 @@
 //! `QueryBuilder`; every value is a bound parameter.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::comments::CommentRow;
@@ -73,15 +73,26 @@ pub struct Fetched<T> {
     pub more: bool,
 }
 
-async fn fetch_page<T>(
-    pool: &PgPool,
+/// Runs a page's statement (public so that a test can run each list in a
+/// transaction of its own and count what it read).
+///
+/// Lists are planned for their own arguments each time, never prepared: a
+/// prepared statement's plan, made after a few runs for any arguments,
+/// guesses how common a tag is, and for a rare one walks every public post
+/// by date looking for a page of them.
+pub async fn fetch_page<'e, T>(
+    executor: impl PgExecutor<'e>,
     mut query: QueryBuilder<Postgres>,
     page: &Page,
 ) -> Result<Fetched<T>, sqlx::Error>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    let mut rows: Vec<T> = query.build_query_as().fetch_all(pool).await?;
+    let mut rows: Vec<T> = query
+        .build_query_as()
+        .persistent(false)
+        .fetch_all(executor)
+        .await?;
     let more = rows.len() > page.size;
     rows.truncate(page.size);
     if !page.forward {
@@ -91,7 +102,12 @@ where
 }
 
 async fn count(pool: &PgPool, mut query: QueryBuilder<Postgres>) -> Result<i64, sqlx::Error> {
-    query.build_query_scalar().fetch_one(pool).await
+    // Planned for its arguments, as a page is (`fetch_page`).
+    query
+        .build_query_scalar()
+        .persistent(false)
+        .fetch_one(pool)
+        .await
 }
 
 use chronicle_schema::read_models::comments::COLUMNS as COMMENT_COLUMNS;
@@ -183,8 +199,7 @@ pub async fn posts(
     fetch_page(pool, query, page).await
 }
 
-/// The statement of a page of posts, selecting `select` (public so that a
-/// test can run each list on a connection of its own and count what it read).
+/// The statement of a page of posts, selecting `select`.
 pub fn posts_statement(
     select: &str,
     scope: &PostScope,

@@ -150,7 +150,8 @@ pub async fn recount(connection: &mut PgConnection, ids: &[Uuid]) -> Result<(), 
              SELECT id, (SELECT count(*) FROM comments WHERE parent_id = ids.id AND NOT deleted)::int AS replies
              FROM UNNEST($1::uuid[]) AS ids(id)
            ) counted
-           WHERE c.id = counted.id AND c.reply_count <> counted.replies"#,
+           -- Restated on `c`: without it a plan made for any array hashes the whole table.
+           WHERE c.id = ANY($1) AND c.id = counted.id AND c.reply_count <> counted.replies"#,
         ids
     )
     .execute(connection)

@@ -354,59 +354,63 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<
     Ok(())
 }
 
-/// Copies the authors' names and standing onto the posts of `authors` and
-/// onto `posts`: the rule of [`PostRow::copy_author`], in SQL. Rows are
+/// Sets the posts' derived columns again from the rows they derive from, in
+/// one statement: the names and standing of `authors` onto all their posts
+/// and of their authors onto `copy_to` (the rule of
+/// [`PostRow::copy_author`], in SQL), and the comments of `recount`. Rows are
 /// locked in id order, as by every other writer of many post rows.
-pub async fn copy_authors(
+pub async fn refresh(
     connection: &mut PgConnection,
     authors: &[Uuid],
-    posts: &[Uuid],
+    copy_to: &[Uuid],
+    recount: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    if authors.is_empty() && posts.is_empty() {
+    if authors.is_empty() && copy_to.is_empty() && recount.is_empty() {
         return Ok(());
     }
     sqlx::query!(
         r#"WITH locked AS (
-             SELECT p.id, COALESCE(u.display_name, p.author_handle) AS display_name,
-                    COALESCE(u.active, TRUE) AS active
-             FROM posts p LEFT JOIN users u ON u.id = p.author_id
-             WHERE p.author_id = ANY($1) OR p.id = ANY($2)
+             SELECT p.id,
+                    CASE WHEN p.author_id = ANY($1) OR p.id = ANY($2)
+                         THEN COALESCE(u.display_name, p.author_handle)
+                         ELSE p.author_display_name END AS display_name,
+                    CASE WHEN p.author_id = ANY($1) OR p.id = ANY($2)
+                         THEN COALESCE(u.active, TRUE)
+                         ELSE p.author_active END AS active,
+                    CASE WHEN p.id = ANY($3)
+                         THEN (SELECT count(*) FROM comments c
+                               WHERE c.post_id = p.id AND NOT c.deleted)::int
+                         ELSE p.comment_count END AS comments
+             -- One probe per post: a plan made for any arrays (as a
+             -- statement run often gets) otherwise hashes every user.
+             FROM posts p LEFT JOIN LATERAL (
+               SELECT display_name, active FROM users WHERE id = p.author_id OFFSET 0
+             ) u ON TRUE
+             WHERE p.author_id = ANY($1) OR p.id = ANY($2) OR p.id = ANY($3)
              ORDER BY p.id
              FOR NO KEY UPDATE OF p
            )
-           UPDATE posts SET author_display_name = locked.display_name, author_active = locked.active
+           UPDATE posts SET author_display_name = locked.display_name,
+                            author_active = locked.active,
+                            comment_count = locked.comments
            FROM locked
-           WHERE posts.id = locked.id
-             AND (posts.author_display_name, posts.author_active)
-                 IS DISTINCT FROM (locked.display_name, locked.active)"#,
+           -- Restated on `posts`, so the join reads only these rows there too.
+           WHERE (posts.author_id = ANY($1) OR posts.id = ANY($2) OR posts.id = ANY($3))
+             AND posts.id = locked.id
+             AND (posts.author_display_name, posts.author_active, posts.comment_count)
+                 IS DISTINCT FROM (locked.display_name, locked.active, locked.comments)"#,
         authors,
-        posts
+        copy_to,
+        recount
     )
     .execute(connection)
     .await?;
     Ok(())
 }
 
-/// Recounts the comments of these posts (rows locked in id order).
+/// Recounts the comments of these posts.
 pub async fn recount(connection: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        r#"WITH locked AS (
-             SELECT id, (SELECT count(*) FROM comments WHERE post_id = p.id AND NOT deleted)::int AS comments
-             FROM posts p WHERE id = ANY($1)
-             ORDER BY id
-             FOR NO KEY UPDATE
-           )
-           UPDATE posts SET comment_count = locked.comments
-           FROM locked
-           WHERE posts.id = locked.id AND posts.comment_count <> locked.comments"#,
-        ids
-    )
-    .execute(connection)
-    .await?;
-    Ok(())
+    refresh(connection, &[], &[], ids).await
 }
 
 /// The distinct tags of the posts of these authors (whose standing counts
