@@ -275,7 +275,8 @@ struct Batch {
     recount_tags: BTreeSet<String>,
     /// Authors whose name and standing are copied onto their posts again.
     copy_authors: BTreeSet<Uuid>,
-    /// New posts, which copy their author's name and standing.
+    /// Refolded posts, which copy their author's name and standing again
+    /// (a new post is inserted with them).
     copy_to_posts: BTreeSet<Uuid>,
     /// Users and posts this batch created (their handles and slugs may have
     /// been an erased person's a moment ago).
@@ -597,7 +598,9 @@ impl Batch {
                             self.recount_tags.extend(old_tags);
                             self.recount_tags.extend(post.tags.iter().cloned());
                         }
-                        if everything || matches!(post_event, PostEvent::Created(_)) {
+                        // A new post is inserted with its author's fields and
+                        // comments (`posts::upsert`); a refolded one is updated.
+                        if everything {
                             self.copy_to_posts.insert(id);
                             self.recount_posts.insert(id);
                         }

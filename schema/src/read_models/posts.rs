@@ -302,7 +302,10 @@ pub async fn release_slugs(
     Ok(())
 }
 
-/// Writes the rows' own columns (the derived ones only when inserting).
+/// Writes the rows' own columns. A new row's derived columns are set as
+/// [`refresh`] would set them, from the rows they derive from: a post is
+/// written once, not inserted and then updated (a second version of a
+/// freshly filled page lands on another, with an entry in every index).
 pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -311,18 +314,22 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<
         r#"INSERT INTO posts (id, slug, title, body, excerpt, status, deleted, author_active, tags,
                               author_id, author_handle, author_display_name, comment_count,
                               created_at, updated_at, published_at, version, images)
-           SELECT id, slug, title, body, excerpt, status, deleted, author_active,
+           SELECT new.id, slug, title, body, excerpt, status, deleted, COALESCE(u.active, TRUE),
                   -- Tags are [a-z0-9-]: a comma never occurs inside one.
                   CASE WHEN tags = '' THEN '{}'::text[] ELSE string_to_array(tags, ',') END,
-                  author_id, author_handle, author_display_name, comment_count, created_at,
-                  updated_at, published_at, version, images
+                  author_id, author_handle, COALESCE(u.display_name, author_handle),
+                  -- Comments projected before their post (from another partition).
+                  (SELECT count(*) FROM comments c WHERE c.post_id = new.id AND NOT c.deleted)::int,
+                  created_at, updated_at, published_at, version, images
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::bool[], $8::bool[], $9::text[], $10::uuid[], $11::text[], $12::text[],
-                       $13::int4[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
-                       $17::int4[], $18::jsonb[])
-                AS new(id, slug, title, body, excerpt, status, deleted, author_active, tags,
-                       author_id, author_handle, author_display_name, comment_count, created_at,
-                       updated_at, published_at, version, images)
+                       $7::bool[], $8::text[], $9::uuid[], $10::text[], $11::timestamptz[],
+                       $12::timestamptz[], $13::timestamptz[], $14::int4[], $15::jsonb[])
+                AS new(id, slug, title, body, excerpt, status, deleted, tags, author_id,
+                       author_handle, created_at, updated_at, published_at, version, images)
+           -- One probe per post, as in `refresh`.
+           LEFT JOIN LATERAL (
+             SELECT display_name, active FROM users WHERE id = new.author_id OFFSET 0
+           ) u ON TRUE
            ON CONFLICT (id) DO UPDATE
              SET slug = EXCLUDED.slug, title = EXCLUDED.title, body = EXCLUDED.body,
                  excerpt = EXCLUDED.excerpt, status = EXCLUDED.status, deleted = EXCLUDED.deleted,
@@ -337,12 +344,9 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<
         &column(rows, |row| row.excerpt.clone()),
         &column(rows, |row| row.status.as_str().to_owned()),
         &column(rows, |row| row.deleted),
-        &column(rows, |row| row.author_active),
         &column(rows, |row| row.tags.join(",")),
         &column(rows, |row| row.author_id),
         &column(rows, |row| row.author_handle.clone()),
-        &column(rows, |row| row.author_display_name.clone()),
-        &column(rows, |row| row.comment_count),
         &column(rows, |row| row.created_at),
         &column(rows, |row| row.updated_at),
         &column(rows, |row| row.published_at) as &[Option<DateTime<Utc>>],
