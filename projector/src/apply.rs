@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::dead_letters::{self, Letter};
 use crate::locks::{self, Facts};
-use crate::read_models::{PROJECTION, begin_live};
+use crate::read_models::{PROJECTION, SWAP_LOCK_KEY};
 
 /// One message of a batch.
 #[derive(Debug)]
@@ -160,9 +160,12 @@ pub async fn apply_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Outcome, A
 }
 
 async fn attempt(pool: &PgPool, batch: &[Incoming], isolate: bool) -> Result<Outcome, ApplyError> {
-    // The swap lock, shared with other batches; a rebuild's swap takes it
-    // exclusively, so no batch straddles the moment the read models are replaced.
-    let mut transaction = begin_live(pool).await?;
+    let mut transaction = pool.begin().await?;
+    // Shared with other batches; a rebuild's swap takes it exclusively, so no
+    // batch straddles the moment the read models are replaced.
+    sqlx::query!("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
+        .execute(&mut *transaction)
+        .await?;
     let outcome = if isolate {
         apply_isolated(&mut transaction, batch, LIVE).await?
     } else {
@@ -694,7 +697,7 @@ impl Batch {
             .collect();
         posts::release_slugs(connection, &created_posts).await?;
         users::upsert(connection, &users).await?;
-        posts::upsert(connection, &posts).await?;
+        posts::upsert(connection, &posts, |id| self.created.contains(&id)).await?;
         comments::upsert(connection, &comments).await?;
         for letter in &self.letters {
             dead_letters::record(connection, PROJECTION, letter).await?;

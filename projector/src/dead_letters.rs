@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::apply::{self, Incoming};
-use crate::read_models::{PROJECTION, begin_live};
+use crate::read_models::{PROJECTION, SWAP_LOCK_KEY};
 
 /// Where a message sits on Kafka.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +175,10 @@ pub async fn redrive(pool: &PgPool) -> Result<RedriveReport, apply::ApplyError> 
         }
     }
     for stream_id in streams {
-        let mut transaction = begin_live(pool).await?;
+        let mut transaction = pool.begin().await?;
+        sqlx::query!("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
+            .execute(&mut *transaction)
+            .await?;
         let rows = sqlx::query_as!(
             StoredEventRow,
             r#"SELECT position, event_id, stream_id, stream_type, version, event_type,

@@ -4,22 +4,11 @@
 
 use chronicle_schema::migrations::READ_MODEL_DDL;
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 
 pub const PROJECTION: &str = "read_models";
 /// Held shared by every live batch and exclusively by a rebuild's swap.
 pub const SWAP_LOCK_KEY: i64 = 0x5357_4150_5245_4144; // "SWAPREAD"
-/// Begins a transaction of the live path, holding the swap lock shared:
-/// `BEGIN` and the lock in one round trip (a batch's statements are most of
-/// its time, and each waits for the one before).
-pub async fn begin_live(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    // The key is our constant, never input; a simple query binds nothing.
-    pool.begin_with(sqlx::AssertSqlSafe(format!(
-        "BEGIN; SELECT pg_advisory_xact_lock_shared({SWAP_LOCK_KEY})"
-    )))
-    .await
-}
-
 /// Serialises read-model bootstrap between projector instances.
 const BOOTSTRAP_LOCK_KEY: i64 = 0x5245_4144_4d4f_444c; // "READMODL"
 

@@ -302,11 +302,16 @@ pub async fn release_slugs(
     Ok(())
 }
 
-/// Writes the rows' own columns. A new row's derived columns are set as
-/// [`refresh`] would set them, from the rows they derive from: a post is
-/// written once, not inserted and then updated (a second version of a
-/// freshly filled page lands on another, with an entry in every index).
-pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<(), sqlx::Error> {
+/// Writes the rows' own columns. The derived columns of a row `created`
+/// now are set as [`refresh`] would set them, from the rows they derive
+/// from: a post is written once, not inserted and then updated (a second
+/// version of a freshly filled page lands on another, with an entry in
+/// every index). An existing row's derived columns are left as they are.
+pub async fn upsert(
+    connection: &mut PgConnection,
+    rows: &[&PostRow],
+    created: impl Fn(Uuid) -> bool,
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -319,16 +324,23 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<
                   CASE WHEN tags = '' THEN '{}'::text[] ELSE string_to_array(tags, ',') END,
                   author_id, author_handle, COALESCE(u.display_name, author_handle),
                   -- Comments projected before their post (from another partition).
-                  (SELECT count(*) FROM comments c WHERE c.post_id = new.id AND NOT c.deleted)::int,
+                  CASE WHEN new.created
+                       THEN (SELECT count(*) FROM comments c
+                             WHERE c.post_id = new.id AND NOT c.deleted)::int
+                       ELSE 0 END,
                   created_at, updated_at, published_at, version, images
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::bool[], $8::text[], $9::uuid[], $10::text[], $11::timestamptz[],
-                       $12::timestamptz[], $13::timestamptz[], $14::int4[], $15::jsonb[])
+                       $12::timestamptz[], $13::timestamptz[], $14::int4[], $15::jsonb[],
+                       $16::bool[])
                 AS new(id, slug, title, body, excerpt, status, deleted, tags, author_id,
-                       author_handle, created_at, updated_at, published_at, version, images)
-           -- One probe per post, as in `refresh`.
+                       author_handle, created_at, updated_at, published_at, version, images,
+                       created)
+           -- One probe per new post, as in `refresh`; none for an update,
+           -- whose derived columns the conflict leaves alone.
            LEFT JOIN LATERAL (
-             SELECT display_name, active FROM users WHERE id = new.author_id OFFSET 0
+             SELECT display_name, active FROM users
+             WHERE new.created AND id = new.author_id OFFSET 0
            ) u ON TRUE
            ON CONFLICT (id) DO UPDATE
              SET slug = EXCLUDED.slug, title = EXCLUDED.title, body = EXCLUDED.body,
@@ -352,6 +364,7 @@ pub async fn upsert(connection: &mut PgConnection, rows: &[&PostRow]) -> Result<
         &column(rows, |row| row.published_at) as &[Option<DateTime<Utc>>],
         &column(rows, |row| row.version),
         &column(rows, |row| row.images.clone()) as &[Json<Vec<PostImage>>],
+        &column(rows, |row| created(row.id)),
     )
     .execute(connection)
     .await?;
