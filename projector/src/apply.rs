@@ -370,22 +370,16 @@ impl Batch {
         let (stored_users, stored_posts, stored_comments) =
             (stored(&user_ids), stored(&post_ids), stored(&comment_ids));
         self.users = user_ids.iter().map(|id| (*id, None)).collect();
-        if !stored_users.is_empty() {
-            for row in users::by_ids(&mut *connection, &stored_users).await? {
-                self.users.insert(row.id, Some(row));
-            }
+        for row in users::by_ids(&mut *connection, &stored_users).await? {
+            self.users.insert(row.id, Some(row));
         }
         self.posts = post_ids.iter().map(|id| (*id, None)).collect();
-        if !stored_posts.is_empty() {
-            for row in posts::by_ids(&mut *connection, &stored_posts).await? {
-                self.posts.insert(row.id, Some(row));
-            }
+        for row in posts::by_ids(&mut *connection, &stored_posts).await? {
+            self.posts.insert(row.id, Some(row));
         }
         self.comments = comment_ids.iter().map(|id| (*id, None)).collect();
-        if !stored_comments.is_empty() {
-            for row in comments::by_ids(&mut *connection, &stored_comments).await? {
-                self.comments.insert(row.id, Some(row));
-            }
+        for row in comments::by_ids(&mut *connection, &stored_comments).await? {
+            self.comments.insert(row.id, Some(row));
         }
         Ok(())
     }

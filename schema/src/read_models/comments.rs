@@ -94,6 +94,9 @@ pub async fn by_ids(
     executor: impl PgExecutor<'_>,
     ids: &[Uuid],
 ) -> Result<Vec<CommentRow>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     sqlx::query_as!(
         CommentRow,
         r#"SELECT id, post_id, author_id, parent_id, body, deleted, reply_count, created_at, edited_at, version

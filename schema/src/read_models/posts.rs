@@ -253,6 +253,9 @@ pub async fn by_ids(
     executor: impl PgExecutor<'_>,
     ids: &[Uuid],
 ) -> Result<Vec<PostRow>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     sqlx::query_as!(
         PostRow,
         r#"SELECT id, slug, title, body, excerpt, status AS "status: PostStatus", deleted, author_active,

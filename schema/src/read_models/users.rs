@@ -108,6 +108,9 @@ pub async fn by_ids(
     executor: impl PgExecutor<'_>,
     ids: &[Uuid],
 ) -> Result<Vec<UserRow>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     sqlx::query_as!(
         UserRow,
         r#"SELECT id, handle, display_name, bio, email, role AS "role: Role", active, post_count,
